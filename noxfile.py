@@ -1,0 +1,57 @@
+"""Sessions: `tests` (what CI runs), `lint`, and `isolation` (one method package alone).
+
+`nox -s tests` installs every package under packages/ plus the example plugin, then runs
+pytest on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PACKAGES = sorted(str(p) for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").is_file())
+EXAMPLE = str(ROOT / "examples" / "robust-example-method")
+TEST_DEPS = ["pytest>=8", "pytest-xdist>=3"]
+
+nox.options.sessions = ["tests", "lint"]
+
+
+def install_core_first(session: nox.Session, *paths: str) -> None:
+    """Core first, so that plugins resolve robust-core to the checkout, not to PyPI."""
+    core = str(ROOT / "packages" / "core")
+    session.install("-e", core)
+    session.install(*[arg for p in paths if p != core for arg in ("-e", p)])
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Every package, the example plugin and the test suite, on 2 workers."""
+    install_core_first(session, *PACKAGES, EXAMPLE)
+    session.install(*TEST_DEPS)
+    session.run("pytest", "-n", "2", *(session.posargs or ["tests"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def isolation(session: nox.Session) -> None:
+    """Core plus one plugin package (default: the example) and nothing else: only its method is found."""
+    target = session.posargs[0] if session.posargs else EXAMPLE
+    install_core_first(session, target)
+    listing = json.loads(session.run("robust", "list", "methods", "--json", silent=True))
+    names = sorted(m["name"] for m in listing["methods"])
+    packages = sorted({m["package"] for m in listing["methods"]})
+    session.log(f"methods found: {names} from {packages}")
+    with open(Path(target) / "pyproject.toml", "rb") as handle:
+        dist = tomllib.load(handle)["project"]["name"]
+    foreign = [p for p in packages if p not in ("robust-core", dist)]
+    if foreign:
+        session.error(f"packages other than core and {target} registered methods: {foreign}")

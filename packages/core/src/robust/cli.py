@@ -1,0 +1,257 @@
+"""The ``robust`` command line.
+
+Importing this module must stay cheap: no torch at the top level (``robust --help`` and
+``robust list`` target well under 0.3 s). Commands that train import the engine lazily.
+Plugins add commands through the ``register_commands`` hook.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from robust import __version__
+from robust.errors import RobustError
+
+
+class RobustGroup(click.Group):
+    """A click group that turns user errors into one paragraph and suggests command names."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else None
+        if name is not None and not name.startswith("-") and self.get_command(ctx, name) is None:
+            matches = difflib.get_close_matches(name, self.list_commands(ctx), n=2, cutoff=0.5)
+            hint = f" Did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
+            ctx.fail(f"No such command {name!r}.{hint} Run `robust --help` for the list of commands.")
+        return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RobustError as exc:
+            _fail(exc.message, exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("Interrupted. A run keeps its last checkpoint: continue it with `robust run METHOD --resume --out RUN_DIR`.", 130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("ROBUST_DEBUG"):
+                raise
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"
+            _fail(
+                f"Unexpected {type(exc).__name__}: {first_line}. This is a bug in robust or in a plugin, not in "
+                "your input as far as robust can tell. Run again with ROBUST_DEBUG=1 for the full traceback and "
+                "report it with the command you ran.",
+                1,
+            )
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=RobustGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="robust")
+def cli() -> None:
+    """robust: train image classifiers that do not lean on spurious correlations.
+
+    \b
+    Quick tour:
+      robust list                          methods, datasets, models, losses, plugins
+      robust info erm                      a method's options, defaults and presets
+      robust run erm --dataset synthetic-waterbirds --epochs 5
+      robust report runs/                  mean ± std over seeds
+    """
+
+
+KIND_NAMES = {"methods": "method", "datasets": "dataset", "models": "model", "losses": "loss"}
+
+
+@cli.command("list")
+@click.argument("kind", required=False, type=click.Choice([*KIND_NAMES, "plugins", "all"]), default="all")
+@click.argument("pattern", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def list_command(kind: str, pattern: str | None, as_json: bool) -> None:
+    """List what the installed plugins provide (optionally filtered by a glob PATTERN)."""
+    from robust.plugins import plugin_distribution, plugin_records
+    from robust.registry import get_registry
+
+    registry = get_registry()
+    kinds = list(KIND_NAMES) if kind == "all" else ([kind] if kind in KIND_NAMES else [])
+    result: dict[str, Any] = {}
+    for plural in kinds:
+        result[plural] = [
+            {"name": e.name, "package": plugin_distribution(e.plugin), "plugin": e.plugin, "description": e.description}
+            for e in registry.entries(KIND_NAMES[plural], pattern)
+        ]
+    if kind in ("plugins", "all"):
+        result["plugins"] = [
+            {"name": r.name, "package": r.distribution, "version": r.version, "builtin": r.builtin,
+             "status": "broken" if r.error else "ok", "error": r.error, "hooks": r.hooks}
+            for r in plugin_records()
+        ]
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for plural, items in result.items():
+        if plural == "plugins":
+            table = Table(title="plugins")
+            for col in ("name", "package", "version", "status", "hooks"):
+                table.add_column(col)
+            for item in items:
+                status = "[red]broken[/red]: " + item["error"] if item["error"] else "ok"
+                table.add_row(item["name"], item["package"] or "", item["version"] or "", status, ", ".join(item["hooks"]))
+        else:
+            table = Table(title=plural)
+            for col in ("name", "package", "description"):
+                table.add_column(col)
+            for item in items:
+                table.add_row(item["name"], item["package"], item["description"])
+        console.print(table)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--kind", type=click.Choice(list(KIND_NAMES.values())), help="Which kind, when a name is registered as several.")
+def info(name: str, kind: str | None) -> None:
+    """Show a method, dataset, model or loss: its package, options with defaults, presets."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from robust.config import schema_rows
+    from robust.errors import UnknownNameError
+    from robust.plugins import plugin_distribution
+    from robust.registry import get_registry
+
+    registry = get_registry()
+    kinds = [kind] if kind else list(KIND_NAMES.values())
+    entries = [e for k in kinds if (e := registry.find(k, name)) is not None]
+    if not entries:
+        everything = [n for k in kinds for n in registry.names(k)]
+        raise UnknownNameError(kind or "name", name, difflib.get_close_matches(name, everything, n=3, cutoff=0.5), everything)
+    console = Console()
+    for entry in entries:
+        console.print(f"[bold]{entry.name}[/bold] ({entry.kind}, package {plugin_distribution(entry.plugin)}, {entry.target_name})")
+        if entry.description:
+            console.print(entry.description)
+        for key, value in entry.metadata.items():
+            console.print(f"{key}: {value}")
+        table = Table(title=f"options of {entry.kind} {entry.name!r}  (--set {'' if entry.kind == 'method' else entry.kind + '.'}KEY=VALUE)")
+        for col in ("option", "type", "default", "description"):
+            table.add_column(col)
+        for row in schema_rows(entry.load_config()):
+            table.add_row(*row)
+        console.print(table)
+        if entry.kind == "method":
+            target = entry.load()
+            presets = getattr(target, "presets", {})
+            if presets:
+                auto = getattr(target, "dataset_presets", {})
+                console.print("presets (--set preset=NAME): " + ", ".join(sorted(presets)))
+                if auto:
+                    console.print("picked automatically: " + ", ".join(f"{d} -> {p}" for d, p in sorted(auto.items())))
+            console.print(f"uses group labels in training: {'yes' if getattr(target, 'uses_group_labels', False) else 'no'}")
+
+
+@cli.command()
+@click.argument("method")
+@click.option("--dataset", "-d", help="Dataset name (see `robust list datasets`).")
+@click.option("--model", "-m", help="Model name (default: the preset's or the dataset's).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with [method], [dataset], [model], [train] sections.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override an option, e.g. --set lr=0.01 or --set dataset.conflict_pct=2. Repeatable.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Run directory (default runs/METHOD-DATASET-SEED-TIME).")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--epochs", type=int, help="Training epochs.")
+@click.option("--steps", type=int, help="Training steps (overrides epochs).")
+@click.option("--data-root", type=click.Path(file_okay=False), help="Where datasets live (default $ROBUST_DATA).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
+def run(method: str, dataset: str | None, model: str | None, config_file: str | None, sets: tuple[str, ...],
+        out: str | None, seed: int | None, device: str | None, epochs: int | None, steps: int | None,
+        data_root: str | None, resume: bool, quiet: bool) -> None:
+    """Train METHOD on a dataset and write a run directory (config, history, summary, checkpoints)."""
+    from robust.errors import ConfigError
+    from robust.resolve import resolve_run_config
+    from robust.results import RunDir
+
+    base = None
+    if resume:
+        if not out:
+            raise ConfigError("--resume needs --out RUN_DIR: the directory of the run to continue.")
+        run_dir = RunDir(out)
+        run_dir.check(resume=True)
+        base = run_dir.read_config()
+    flags = {"seed": seed, "device": device, "epochs": epochs, "steps": steps, "data_root": data_root}
+    resolved = resolve_run_config(method, dataset=dataset, model=model, config_file=config_file, sets=sets, flags=flags, base=base)
+    config = resolved.config
+    if out is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = str(Path("runs") / f"{config.method_name}-{config.dataset_name}-{config.seed}-{stamp}")
+
+    from rich.console import Console
+
+    from robust.engine import Run
+    from robust.report import summary_table
+
+    console = Console(stderr=True, quiet=quiet)
+    runner = Run(resolved, out, resume=resume, quiet=quiet, console=console)
+    summary = runner.fit()
+    if not quiet:
+        Console().print(summary_table(summary))
+    click.echo(f"Run directory: {out}", err=quiet)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]), default="table", show_default=True)
+@click.option("--selection", help="Selection rule to report (default: each run's default, best val worst-group when groups are known).")
+@click.option("--metric", "metrics", multiple=True, help="Metric to show, e.g. test/worst_group_acc. Repeatable.")
+def report(paths: tuple[str, ...], fmt: str, selection: str | None, metrics: tuple[str, ...]) -> None:
+    """Aggregate finished runs: mean ± std over seeds, per method, dataset and model."""
+    from rich.console import Console
+
+    from robust.errors import ConfigError
+    from robust.report import aggregate, find_summaries, pick_metrics, render
+    from robust.selection import RULES
+
+    if selection is not None and selection not in RULES:
+        raise ConfigError(f"Unknown selection rule {selection!r}; expected one of {', '.join(RULES)}.")
+    rows = aggregate(find_summaries(list(paths)), selection)
+    output = render(rows, pick_metrics(rows, metrics), fmt)
+    if isinstance(output, str):
+        click.echo(output, nl=False)
+    else:
+        Console().print(output)
+
+
+def _register_plugin_commands() -> None:
+    from robust.plugins import _records, load_plugins, pm
+
+    load_plugins()
+    for impl in reversed(pm.hook.register_commands.get_hookimpls()):
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:  # a broken plugin must not take the CLI down
+            record = _records.get(impl.plugin_name)
+            if record is not None:
+                record.error = f"register_commands failed: {type(exc).__name__}: {exc}"
+
+
+_register_plugin_commands()
+
+
+def main() -> None:
+    cli(prog_name="robust")

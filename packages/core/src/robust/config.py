@@ -1,0 +1,210 @@
+"""Typed run configuration: one pydantic model per section, merged from several sources.
+
+A run's config is a tree of sections::
+
+    seed, device, preset, data_root     (top level)
+    [method]   name + the method's options   (the method class's ``Config``)
+    [dataset]  name + the dataset's options
+    [model]    name + the model's options
+    [train]    the engine's options (:class:`TrainConfig`)
+
+Sources, later ones winning: the pydantic defaults, the method's preset (picked by
+``preset=NAME`` or from the dataset), ``--config FILE.toml``, ``--set key=value`` (repeatable),
+then the dedicated CLI flags (``--epochs``, ``--seed``...). An unprefixed ``--set`` key is
+looked up in the method's options, then the engine's, then the top level.
+This module does not import torch.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from robust.errors import ConfigError
+
+
+class Options(BaseModel):
+    """Base for every options model: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class MethodConfig(Options):
+    """Base for a method's options."""
+
+
+class DatasetConfig(Options):
+    """Base for a dataset's options."""
+
+
+class ModelConfig(Options):
+    """Base for a model's options."""
+
+
+class TrainConfig(Options):
+    """What the engine does, whatever the method."""
+
+    epochs: int = Field(10, ge=1, description="Training epochs (ignored when `steps` is set).")
+    steps: int | None = Field(None, ge=1, description="Total optimisation steps; overrides `epochs`.")
+    batch_size: int = Field(64, ge=1, description="Training mini-batch size.")
+    eval_batch_size: int = Field(512, ge=1, description="Mini-batch size for evaluation.")
+    eval_every: int = Field(1, ge=1, description="Evaluate on val and test every N epochs.")
+    eval_every_steps: int | None = Field(
+        None, ge=1, description="Evaluate every N steps instead (for step-based schedules)."
+    )
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="Also checkpoint every N steps inside an epoch (a checkpoint is always written after each epoch)."
+    )
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        "auto", description="Mixed precision: auto = bf16 on GPUs that support it, fp16 otherwise, off on CPU."
+    )
+    deterministic: bool = Field(False, description="Use deterministic algorithms (slower on GPU).")
+    data_on_device: Literal["auto", "yes", "no"] = Field(
+        "auto", description="Hold in-memory datasets on the device and batch by index (auto: when they fit)."
+    )
+    num_workers: int = Field(2, ge=0, description="DataLoader workers for datasets that stream from disk.")
+    log_every: int = Field(25, ge=1, description="Update progress and check the loss is finite every N steps.")
+    keep_best: bool = Field(True, description="Keep model weights of the best evaluation under each val selection rule.")
+    tensorboard: bool = Field(False, description="Write metrics to RUN_DIR/tensorboard (needs the tensorboard package).")
+
+
+class RunConfig(Options):
+    """The fully resolved configuration of one run (what ``config.json`` holds)."""
+
+    seed: int = Field(0, description="Random seed for weights, data order and augmentation.")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    preset: str | None = Field(None, description="A preset of the method (see `robust info METHOD`).")
+    data_root: str | None = Field(None, description="Where datasets live (default: $ROBUST_DATA, then the user data dir).")
+    method: dict[str, Any] = Field(default_factory=dict)
+    dataset: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @property
+    def method_name(self) -> str:
+        return self.method["name"]
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset["name"]
+
+    @property
+    def model_name(self) -> str:
+        return self.model["name"]
+
+
+TOP_LEVEL_KEYS = ("seed", "device", "preset", "data_root")
+SECTIONS = ("method", "dataset", "model", "train")
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: a TOML literal (``0.1``, ``true``, ``[1, 2]``) or else a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """``"a.b=1"`` -> (["a", "b"], 1)."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(
+            f"Cannot parse --set {item!r}: expected KEY=VALUE, for example `--set lr=0.01`, "
+            "`--set train.batch_size=128` or `--set dataset.conflict_pct=2`."
+        )
+    return key.split("."), parse_value(value.strip())
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a config file, with an error that names the file and the problem."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {str(path)!r} does not exist. Pass an existing TOML file to --config.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read config file {str(path)!r}: {exc}. Pass a readable TOML file to --config.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"Config file {str(path)!r} is not valid TOML ({exc}). Expected sections such as "
+            "[method], [dataset], [model] and [train] with key = value lines."
+        ) from None
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """A new dict: ``update`` merged into ``base``, recursively for nested dicts."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def nest(path: list[str], value: Any) -> dict[str, Any]:
+    tree: Any = value
+    for part in reversed(path):
+        tree = {part: tree}
+    return tree
+
+
+def route_set_key(path: list[str], method_fields: set[str]) -> list[str]:
+    """Where an unprefixed ``--set`` key goes: method options, then engine, then top level."""
+    if path[0] in SECTIONS or path[0] in TOP_LEVEL_KEYS:
+        return path
+    if path[0] in method_fields:
+        return ["method", *path]
+    if path[0] in TrainConfig.model_fields:
+        return ["train", *path]
+    raise ConfigError(
+        f"Unknown option {'.'.join(path)!r}. Valid unprefixed keys are the method's options "
+        f"({', '.join(sorted(method_fields)) or 'none'}), the engine's "
+        f"({', '.join(TrainConfig.model_fields)}) and {', '.join(TOP_LEVEL_KEYS)}; prefix with "
+        "dataset. or model. for those sections. `robust info NAME` lists each section's options."
+    )
+
+
+def validate_section(section: str, name: str, options: dict[str, Any], model: type[BaseModel] | None) -> dict[str, Any]:
+    """Check one section's options against its pydantic model; return them with defaults filled in."""
+    if model is None:
+        if options:
+            raise ConfigError(f"The {section} {name!r} takes no options, but got {', '.join(sorted(options))}.")
+        return {}
+    try:
+        return model.model_validate(options).model_dump(mode="json")
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(f"{section} {name!r}", exc, model)) from None
+
+
+def describe_validation_error(where: str, exc: ValidationError, model: type[BaseModel]) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(options)"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{loc!r} is not an option")
+        else:
+            problems.append(f"{loc!r}: {err['msg']} (got {err.get('input')!r})")
+    valid = ", ".join(f"{k} ({_type_name(f.annotation)})" for k, f in model.model_fields.items())
+    return f"Invalid options for {where}: {'; '.join(problems)}. Valid options: {valid or 'none'}."
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def schema_rows(model: type[BaseModel] | None) -> list[tuple[str, str, str, str]]:
+    """(name, type, default, description) for ``robust info``."""
+    if model is None:
+        return []
+    rows = []
+    for name, field in model.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        rows.append((name, _type_name(field.annotation), repr(default), field.description or ""))
+    return rows

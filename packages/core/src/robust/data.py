@@ -1,0 +1,178 @@
+"""The record every dataset yields, and the containers datasets hand to the engine.
+
+A dataset factory returns a :class:`DatasetBundle`: metadata (:class:`DatasetInfo`) plus
+named splits. ``train`` is trained on, ``val`` drives model selection, and every other split
+(``test``, ``test_flipped``, ...) is evaluated and reported under its own name.
+
+Splits hold their labels, groups and bias attributes as tensors up front, so metrics and
+samplers never decode an image. Images are uint8 ``(N, C, H, W)``; the loader turns them into
+normalised floats on the device, batch by batch (:mod:`robust.loader`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from robust.errors import DataError
+
+
+@dataclass
+class Batch:
+    """One mini-batch, on the device.
+
+    ``index`` is the position of each sample in its split, so that methods can keep
+    per-sample state (LfF's loss EMA, CLP's characteristics). ``group`` and ``bias`` are None
+    when the run's protocol withholds them from the method. ``mask`` is the foreground mask in
+    [0, 1], shape ``(N, 1, H, W)``; ``bbox`` is ``(N, 4)`` as ``x0, y0, x1, y1`` (end exclusive).
+    """
+
+    x: Tensor
+    y: Tensor
+    index: Tensor
+    group: Tensor | None = None
+    bias: Tensor | None = None
+    mask: Tensor | None = None
+    bbox: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def replace(self, **changes: Any) -> Batch:
+        return replace(self, **changes)
+
+
+@dataclass
+class Split:
+    """What every split has without decoding images: one label (and maybe group, bias) per sample."""
+
+    labels: Tensor
+    groups: Tensor | None = None
+    bias: Tensor | None = None
+    bboxes: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def _check_metadata(self, name: str) -> None:
+        n = len(self)
+        if self.labels.dtype != torch.long or self.labels.ndim != 1:
+            raise DataError(f"Split {name!r}: labels must be a 1-D int64 tensor, got {self.labels.dtype} {tuple(self.labels.shape)}.")
+        for attr in ("groups", "bias"):
+            value = getattr(self, attr)
+            if value is not None and (value.shape != (n,) or value.dtype != torch.long):
+                raise DataError(f"Split {name!r}: {attr} must be int64 of shape ({n},), got {value.dtype} {tuple(value.shape)}.")
+        if self.bboxes is not None and self.bboxes.shape != (n, 4):
+            raise DataError(f"Split {name!r}: bboxes must have shape ({n}, 4), got {tuple(self.bboxes.shape)}.")
+
+
+@dataclass
+class ArraySplit(Split):
+    """A split held in memory as tensors: images uint8 ``(N, C, H, W)``, masks uint8 ``(N, 1, H, W)``."""
+
+    images: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.uint8))
+    masks: Tensor | None = None
+
+    def validate(self, name: str) -> None:
+        self._check_metadata(name)
+        n = len(self)
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[0] != n:
+            raise DataError(
+                f"Split {name!r}: images must be uint8 (N, C, H, W) with N = {n} labels, got "
+                f"{self.images.dtype} {tuple(self.images.shape)}."
+            )
+        if self.masks is not None and self.masks.shape != (n, 1, *self.images.shape[2:]):
+            raise DataError(f"Split {name!r}: masks must be uint8 (N, 1, H, W) matching the images, got {tuple(self.masks.shape)}.")
+
+    def subset(self, indices: Tensor | Sequence[int]) -> ArraySplit:
+        """The samples at ``indices`` (a new split; indices are renumbered from 0)."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return ArraySplit(**{k: (v[idx] if isinstance(v, Tensor) else v) for k, v in values.items()})
+
+    def to(self, device: torch.device | str) -> ArraySplit:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return ArraySplit(**{k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in values.items()})
+
+    @property
+    def nbytes(self) -> int:
+        total = self.images.numel() * self.images.element_size()
+        if self.masks is not None:
+            total += self.masks.numel()
+        return total
+
+
+class StreamSplit(Split):
+    """A split too large for memory: images are read one at a time by :meth:`read`.
+
+    Subclasses implement ``read(i) -> (image uint8 (C, H, W), mask uint8 (1, H, W) or None)``
+    and must be picklable (DataLoader workers). Labels, groups and bias stay tensors.
+    """
+
+    def read(self, index: int) -> tuple[Tensor, Tensor | None]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def validate(self, name: str) -> None:
+        self._check_metadata(name)
+
+
+@dataclass
+class DatasetInfo:
+    """Metadata the engine, metrics and methods need.
+
+    ``group_names[g]`` names group ``g``; ``bias_names[b]`` names the value ``b`` of the bias
+    (spurious) attribute. ``train_group_counts`` weights ``train_weighted_acc``.
+    ``train_augment`` is the batch augmentation the dataset's papers use for training:
+    ``none``, ``flip`` or ``crop_flip`` (pad-and-crop plus horizontal flip), applied on the device.
+    """
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    class_names: list[str]
+    group_names: list[str]
+    bias_names: list[str] | None = None
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    train_group_counts: list[int] = field(default_factory=list)
+    train_augment: str = "none"
+    has_masks: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.group_names)
+
+
+@dataclass
+class DatasetBundle:
+    """A dataset's metadata and splits (``train``, ``val``, ``test`` and any extra test sets)."""
+
+    info: DatasetInfo
+    splits: dict[str, Split]
+
+    def __post_init__(self) -> None:
+        missing = [s for s in ("train", "val", "test") if s not in self.splits]
+        if missing:
+            raise DataError(f"Dataset {self.info.name!r} has no {', '.join(missing)} split; every dataset needs train, val and test.")
+        for name, split in self.splits.items():
+            split.validate(name)  # type: ignore[attr-defined]
+        train = self.splits["train"]
+        if not self.info.train_group_counts and train.groups is not None:
+            counts = torch.bincount(train.groups, minlength=self.info.num_groups)
+            self.info.train_group_counts = counts.tolist()
+        self.info.has_masks = self.info.has_masks or getattr(train, "masks", None) is not None
+
+    @property
+    def train(self) -> Split:
+        return self.splits["train"]
+
+    @property
+    def eval_split_names(self) -> list[str]:
+        """Splits evaluated after training epochs: val first, then test, then the rest."""
+        rest = [s for s in self.splits if s not in ("train", "val", "test")]
+        return ["val", "test", *rest]

@@ -1,0 +1,440 @@
+"""The training engine: everything around a method's ``update`` step.
+
+It resolves the device and precision, seeds, loads the dataset, builds the method, loops over
+its phases, epochs and batches, evaluates on every eval split, records model selection under
+every rule, checkpoints atomically (after each epoch, optionally every N steps), resumes, stops
+on a non-finite loss, fires the lifecycle hooks and writes the run directory.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import Tensor
+
+from robust.checkpoint import load_checkpoint, save_checkpoint
+from robust.data import Batch, DatasetBundle
+from robust.device import resolve_device, resolve_precision
+from robust.errors import ConfigError, DataError, NonFiniteLossError
+from robust.loader import BatchLoader
+from robust.method import Method, MethodContext, Phase
+from robust.metrics import accuracy_metrics
+from robust.paths import data_root
+from robust.plugins import plugin_distribution, pm
+from robust.registry import get_registry
+from robust.resolve import Resolved
+from robust.results import RunDir
+from robust.seeding import generator, seed_everything
+from robust.selection import LABELS, Selector, default_rule
+
+
+def package_versions(*distributions: str) -> dict[str, str]:
+    versions = {"torch": torch.__version__}
+    for dist in ("robust-core", *distributions):
+        try:
+            versions[dist] = metadata.version(dist)
+        except (metadata.PackageNotFoundError, ValueError):
+            continue
+    return versions
+
+
+class Run:
+    """One training run: the method, its data and its run directory."""
+
+    def __init__(
+        self,
+        resolved: Resolved,
+        out: str | Path,
+        *,
+        resume: bool = False,
+        quiet: bool = False,
+        console: Console | None = None,
+    ) -> None:
+        self.resolved = resolved
+        self.config = resolved.config
+        self.train_config = self.config.train
+        self.run_dir = RunDir(out)
+        self.resume = resume
+        self.console = console or Console(stderr=True, quiet=quiet)
+        self.quiet = quiet
+        self.device = resolve_device(self.config.device)
+        self.precision = resolve_precision(self.train_config.amp, self.device)
+        seed_everything(self.config.seed, self.train_config.deterministic)
+        self.run_dir.check(resume)
+        self.data = self._load_data()
+        self.info = self.data.info
+        method_cls = resolved.method.load()
+        self.method_cls = method_cls
+        method_options = {k: v for k, v in self.config.method.items() if k != "name"}
+        self.method: Method = method_cls(method_cls.Config.model_validate(method_options), self._context())
+        self.method.to(self.device)
+        self.method.train()
+        self._train_loaders: dict[tuple[str, int], BatchLoader] = {}
+        self._eval_loaders = {
+            name: self._loader(name, self.train_config.eval_batch_size, expose_groups=True)
+            for name in self.data.eval_split_names
+        }
+        self.history: list[dict[str, Any]] = []
+        self.selector = Selector()
+        self.state: dict[str, Any] = {"phase": 0, "started": False, "epoch": 0, "batch": 0, "phase_step": 0,
+                                      "global_step": 0, "elapsed": 0.0}
+        self._resume_payload: dict[str, Any] | None = None
+        if resume:
+            self._resume_payload = load_checkpoint(self.run_dir.checkpoint_path, map_location=self.device)
+        self.run_dir.claim(self._config_record(), resume)
+
+    # -- setup --------------------------------------------------------------------------
+
+    def _load_data(self) -> DatasetBundle:
+        entry = self.resolved.dataset
+        options = {k: v for k, v in self.config.dataset.items() if k != "name"}
+        config_cls = entry.load_config()
+        dataset_config = config_cls.model_validate(options) if config_cls is not None else None
+        bundle = entry.load()(dataset_config, data_root(self.config.data_root))
+        if not isinstance(bundle, DatasetBundle):
+            raise DataError(f"Dataset {entry.name!r} (plugin {entry.plugin}) returned {type(bundle).__name__}, not a robust.data.DatasetBundle.")
+        return bundle
+
+    def _context(self) -> MethodContext:
+        return MethodContext(
+            config=self.config,
+            info=self.data.info,
+            data=self.data,
+            device=self.device,
+            precision=self.precision,
+            run_dir=self.run_dir.path,
+            build_model=self.build_model,
+            build_loss=self.build_loss,
+            batches=self.batches,
+            log=self.log,
+        )
+
+    def build_model(self, name: str | None = None, **options: Any) -> torch.nn.Module:
+        """The configured model (or another registered one), on the run's device."""
+        registry = get_registry()
+        if name is None or name == self.config.model_name:
+            entry = self.resolved.model
+            options = {**{k: v for k, v in self.config.model.items() if k != "name"}, **options}
+        else:
+            entry = registry.get("model", name)
+        config_cls = entry.load_config()
+        model_config = config_cls.model_validate(options) if config_cls is not None else None
+        model = entry.load()(model_config, num_classes=self.info.num_classes, input_shape=self.info.input_shape)
+        return model.to(self.device)
+
+    def build_loss(self, name: str, **options: Any):
+        entry = get_registry().get("loss", name)
+        config_cls = entry.load_config()
+        return entry.load()(config_cls.model_validate(options) if config_cls is not None else None)
+
+    def _loader(self, split: str, batch_size: int, *, expose_groups: bool, augmentation: str = "none") -> BatchLoader:
+        if split not in self.data.splits:
+            raise ConfigError(f"Split {split!r} does not exist in dataset {self.info.name!r}; it has {', '.join(self.data.splits)}.")
+        return BatchLoader(
+            self.data.splits[split],
+            self.info,
+            self.device,
+            batch_size=batch_size,
+            augmentation=augmentation,
+            expose_groups=expose_groups,
+            data_on_device=self.train_config.data_on_device,
+            num_workers=self.train_config.num_workers,
+        )
+
+    def batches(self, split: str = "train", *, batch_size: int | None = None) -> Iterator[Batch]:
+        """Every sample of ``split`` in order, without augmentation (for feature extraction and analyses).
+
+        Group and bias labels are included only when the method declares ``uses_group_labels``.
+        """
+        loader = self._loader(split, batch_size or self.train_config.eval_batch_size,
+                              expose_groups=self.method_cls.uses_group_labels)
+        return loader.batches(loader.sequential())
+
+    def log(self, message: str) -> None:
+        self.console.print(message)
+
+    def _config_record(self) -> dict[str, Any]:
+        record = self.config.model_dump(mode="json")
+        plugins = {kind: getattr(self.resolved, kind).plugin for kind in ("method", "dataset", "model")}
+        record["versions"] = package_versions(*{plugin_distribution(p) for p in plugins.values()})
+        record["plugins"] = plugins
+        return record
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Run every phase to the end and return the summary."""
+        phases = self.method.phases()
+        if self._resume_payload is not None:
+            self._restore(self._resume_payload, phases)
+        pm.hook.on_run_start(run=self)
+        started = time.perf_counter() - self.state["elapsed"]
+        self._started_at = started
+        with self._progress() as progress:
+            self.progress = progress
+            while self.state["phase"] < len(phases):
+                phase = phases[self.state["phase"]]
+                self.method.phase = phase
+                if not self.state["started"]:
+                    if phase.on_start is not None:
+                        phase.on_start()
+                    self.state["started"] = True
+                if phase.run is not None:
+                    phase.run()
+                else:
+                    self._train_phase(phase)
+                self.state.update(phase=self.state["phase"] + 1, started=False, epoch=0, batch=0, phase_step=0)
+                self._checkpoint()
+        summary = self._summary(time.perf_counter() - started)
+        self.run_dir.write_summary(summary)
+        pm.hook.on_run_end(run=self, summary=summary)
+        return summary
+
+    def _phase_length(self, phase: Phase) -> tuple[int | None, int | None]:
+        """(epochs, steps) of a training phase: exactly one is not None."""
+        if phase.steps is not None:
+            return None, phase.steps
+        if phase.epochs is not None:
+            return phase.epochs, None
+        if self.train_config.steps is not None:
+            return None, self.train_config.steps
+        return self.train_config.epochs, None
+
+    def _train_loader(self, phase: Phase) -> BatchLoader:
+        batch_size = phase.batch_size or self.train_config.batch_size
+        key = (phase.split, batch_size)
+        if key not in self._train_loaders:
+            augmentation = self.info.train_augment if phase.split == "train" else "none"
+            self._train_loaders[key] = self._loader(
+                phase.split, batch_size, expose_groups=self.method_cls.uses_group_labels, augmentation=augmentation
+            )
+        return self._train_loaders[key]
+
+    def _train_phase(self, phase: Phase) -> None:
+        loader = self._train_loader(phase)
+        update = phase.update or self.method.update
+        epochs, steps = self._phase_length(phase)
+        per_epoch = loader.num_batches(drop_singleton=True)
+        total = steps if steps is not None else epochs * per_epoch
+        task = self.progress.add_task(f"{phase.name}", total=total, completed=self.state["phase_step"], loss="")
+        seed = self.config.seed
+        while True:
+            epoch = self.state["epoch"]
+            if (steps is None and epoch >= epochs) or (steps is not None and self.state["phase_step"] >= steps):
+                break
+            resumed = self._resumed_epoch
+            if resumed is not None:
+                order, aug = resumed
+                self._resumed_epoch = None
+            else:
+                order_gen = generator(seed, "cpu", "order", phase.name, epoch)
+                order = self.method.epoch_indices(epoch, order_gen)
+                if order is None:
+                    order = torch.randperm(len(loader), generator=order_gen)
+                aug = generator(seed, self.device, "augment", phase.name, epoch)
+            if self.state["batch"] == 0:
+                self.method.on_epoch_start(epoch)
+            sums: dict[str, Tensor] = {}
+            count = 0
+            for batch_index, batch in enumerate(
+                loader.batches(order, start=self.state["batch"], generator=aug, drop_singleton=True),
+                start=self.state["batch"],
+            ):
+                with self.precision.autocast():
+                    logs = update(batch, self.state["phase_step"])
+                self.method.step_schedulers("step")
+                for key, value in logs.items():
+                    value = torch.as_tensor(value, device=self.device).detach().float()
+                    sums[key] = sums[key] + value if key in sums else value
+                count += 1
+                self.state["phase_step"] += 1
+                self.state["global_step"] += 1
+                self.state["batch"] = batch_index + 1
+                phase_step = self.state["phase_step"]
+                if phase_step % self.train_config.log_every == 0:
+                    self._check_finite(sums, count, phase)
+                    self.progress.update(task, completed=phase_step, loss=_format_logs(sums, count))
+                if steps is not None and phase_step >= steps:
+                    break
+                every = self.train_config.eval_every_steps
+                if every and phase.evaluate and phase_step % every == 0:
+                    self._check_finite(sums, count, phase)
+                    self._evaluate(phase, _means(sums, count))
+                ckpt_every = self.train_config.checkpoint_every_steps
+                if ckpt_every and phase_step % ckpt_every == 0:
+                    self._check_finite(sums, count, phase)
+                    self._checkpoint(order=order, aug=aug)
+            self._check_finite(sums, count, phase)
+            self.progress.update(task, completed=self.state["phase_step"], loss=_format_logs(sums, count))
+            self.method.on_epoch_end(epoch)
+            self.method.step_schedulers("epoch")
+            self.state["epoch"] = epoch + 1
+            self.state["batch"] = 0
+            finished = (steps is None and epoch + 1 >= epochs) or (steps is not None and self.state["phase_step"] >= steps)
+            due = (epoch + 1) % self.train_config.eval_every == 0 and not self.train_config.eval_every_steps
+            already = bool(self.history) and self.history[-1]["step"] == self.state["global_step"]
+            if phase.evaluate and (due or finished) and not already:
+                self._evaluate(phase, _means(sums, count))
+            self._checkpoint()
+        self.progress.remove_task(task)
+
+    def _check_finite(self, sums: dict[str, Tensor], count: int, phase: Phase) -> None:
+        bad = [key for key, value in sums.items() if not bool(torch.isfinite(value))]
+        if bad:
+            last = self.run_dir.checkpoint_path
+            kept = f"The last good checkpoint is kept at {str(last)!r}" if last.exists() else "No checkpoint was written yet"
+            raise NonFiniteLossError(
+                f"Training stopped: {', '.join(bad)} became non-finite (NaN or inf) in phase {phase.name!r}, "
+                f"epoch {self.state['epoch']}, around step {self.state['phase_step']}. {kept}. Lower the learning "
+                "rate, enable gradient clipping, or turn off fp16 (--set train.amp=off), then start again (or "
+                "resume with --resume after changing the config file)."
+            )
+
+    # -- evaluation and selection ---------------------------------------------------------
+
+    @torch.no_grad()
+    def predictions(self, split: str) -> Tensor:
+        """Predicted classes for every sample of an eval split."""
+        loader = self._eval_loaders[split]
+        was_training = self.method.training
+        self.method.eval()
+        preds = []
+        for batch in loader.batches(loader.sequential()):
+            with self.precision.autocast():
+                preds.append(self.method.predict(batch.x).argmax(dim=1))
+        self.method.train(was_training)
+        return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=self.device)
+
+    def evaluate_splits(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for name, loader in self._eval_loaders.items():
+            split_metrics = accuracy_metrics(
+                self.predictions(name),
+                loader.labels,
+                loader.groups,
+                loader.bias,
+                num_classes=self.info.num_classes,
+                num_groups=self.info.num_groups,
+                train_group_counts=self.info.train_group_counts or None,
+            )
+            metrics.update({f"{name}/{key}": value for key, value in split_metrics.items()})
+        return metrics
+
+    def _evaluate(self, phase: Phase, train_logs: dict[str, float]) -> dict[str, Any]:
+        metrics = self.evaluate_splits()
+        metrics.update({f"train/{key}": value for key, value in train_logs.items()})
+        metrics.update({f"train/{key}": value for key, value in self.method.learning_rates().items()})
+        record = {"phase": phase.name, "epoch": self.state["epoch"], "step": self.state["global_step"], "metrics": metrics}
+        self.history.append(record)
+        self.run_dir.write_history(self.history)
+        improved = self.selector.update(record)
+        if self.train_config.keep_best:
+            for rule in improved:
+                save_checkpoint(self.run_dir.best_path(rule), {"modules": self.method.state_dict(), "record": record})
+        pm.hook.on_evaluation(run=self, record=record)
+        return record
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _checkpoint(self, order: Tensor | None = None, aug: torch.Generator | None = None) -> None:
+        engine = dict(self.state)
+        engine["elapsed"] = time.perf_counter() - self._started_at
+        engine["order"] = order.cpu() if order is not None and self.state["batch"] else None
+        engine["aug_state"] = aug.get_state() if aug is not None and self.state["batch"] else None
+        engine["history"] = self.history
+        engine["selector"] = self.selector.state()
+        engine["rng_cpu"] = torch.get_rng_state()
+        engine["rng_cuda"] = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []
+        payload = {"engine": engine, "method": self.method.training_state()}
+        if self.precision.scaler is not None:
+            payload["scaler"] = self.precision.scaler.state_dict()
+        save_checkpoint(self.run_dir.checkpoint_path, payload)
+
+    _resumed_epoch: tuple[Tensor, torch.Generator] | None = None
+
+    def _restore(self, payload: dict[str, Any], phases: list[Phase]) -> None:
+        engine = payload["engine"]
+        # Replay the set-up of every phase reached, so modules and optimizers exist before loading.
+        for index in range(min(engine["phase"], len(phases))):
+            if phases[index].on_start is not None:
+                phases[index].on_start()
+        if engine["started"] and engine["phase"] < len(phases) and phases[engine["phase"]].on_start is not None:
+            phases[engine["phase"]].on_start()
+        self.method.load_training_state(payload["method"])
+        if "scaler" in payload and self.precision.scaler is not None:
+            self.precision.scaler.load_state_dict(payload["scaler"])
+        self.history = list(engine["history"])
+        self.selector = Selector(engine["selector"])
+        for key in ("phase", "started", "epoch", "batch", "phase_step", "global_step", "elapsed"):
+            self.state[key] = engine[key]
+        torch.set_rng_state(engine["rng_cpu"].cpu())
+        if self.device.type == "cuda" and engine["rng_cuda"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in engine["rng_cuda"]])
+        if engine["batch"] and engine["order"] is not None:
+            aug = torch.Generator(device=self.device)
+            aug.set_state(engine["aug_state"].cpu())
+            self._resumed_epoch = (engine["order"], aug)
+        self.log(f"Resuming {self.run_dir.path} at phase {engine['phase']}, epoch {engine['epoch']}, step {engine['global_step']}.")
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def _summary(self, elapsed: float) -> dict[str, Any]:
+        eval_prefixes = tuple(f"{name}/" for name in self.data.eval_split_names)
+        selection = {}
+        for rule, record in self.selector.best.items():
+            selection[rule] = {
+                "label": LABELS[rule],
+                "phase": record["phase"],
+                "epoch": record["epoch"],
+                "step": record["step"],
+                "metrics": {k: v for k, v in record["metrics"].items() if k.startswith(eval_prefixes)},
+            }
+        val = self.data.splits["val"]
+        return {
+            "method": self.config.method_name,
+            "dataset": self.config.dataset_name,
+            "model": self.config.model_name,
+            "seed": self.config.seed,
+            "preset": self.config.preset,
+            "protocol": {
+                "train_group_labels": bool(self.method_cls.uses_group_labels),
+                "val_group_labels": val.groups is not None,
+            },
+            "default_selection": default_rule(list(selection)),
+            "selection": selection,
+            "train": {
+                "steps": self.state["global_step"],
+                "wall_time_s": round(elapsed, 3),
+                "device": str(self.device),
+                "precision": self.precision.name,
+            },
+        }
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+            disable=self.quiet or not self.console.is_terminal,
+        )
+
+
+def _means(sums: dict[str, Tensor], count: int) -> dict[str, float]:
+    return {key: float(value) / max(count, 1) for key, value in sums.items()}
+
+
+def _format_logs(sums: dict[str, Tensor], count: int) -> str:
+    return " ".join(f"{key}={value:.4g}" for key, value in _means(sums, count).items() if math.isfinite(value))

@@ -1,0 +1,67 @@
+"""Empirical risk minimisation: minimise the average training loss. The reference method."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from robust.config import MethodConfig
+from robust.data import Batch
+from robust.method import Method, MethodContext
+
+
+class ERMConfig(MethodConfig):
+    """Options of ERM and of the optimiser most baselines share."""
+
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="Optimiser.")
+    lr: float = Field(1e-3, gt=0, description="Learning rate.")
+    momentum: float = Field(0.9, ge=0, description="SGD momentum.")
+    weight_decay: float = Field(1e-4, ge=0, description="Weight decay (L2).")
+    schedule: Literal["constant", "cosine", "step"] = Field("constant", description="Learning-rate schedule over epochs.")
+    milestones: list[int] = Field(default_factory=list, description="Epochs at which `step` multiplies the lr by `gamma`.")
+    gamma: float = Field(0.1, gt=0, description="Factor of the `step` schedule.")
+    loss: str = Field("ce", description="Registered loss (see `robust list losses`).")
+    clip_grad_norm: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")
+
+
+def make_optimizer(params, config: ERMConfig) -> torch.optim.Optimizer:
+    """The optimiser an ``ERMConfig`` describes (methods reuse it for their own networks)."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: ERMConfig, epochs: int):
+    """The per-epoch schedule an ``ERMConfig`` describes, or None."""
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestones, gamma=config.gamma)
+    return None
+
+
+class ERM(Method):
+    """Train one classifier on the mean per-sample loss."""
+
+    Config = ERMConfig
+    config: ERMConfig
+
+    def __init__(self, config: ERMConfig, ctx: MethodContext) -> None:
+        super().__init__(config, ctx)
+        self.model = ctx.build_model()
+        self.loss = ctx.build_loss(config.loss)
+        optimizer = make_optimizer(self.model.parameters(), config)
+        self.add_optimizer("model", optimizer, make_scheduler(optimizer, config, ctx.config.train.epochs))
+
+    def update(self, batch: Batch, step: int) -> dict[str, Tensor]:
+        loss = self.loss(self.model(batch.x), batch.y).mean()
+        self.optimize(loss, clip_grad_norm=self.config.clip_grad_norm)
+        return {"loss": loss.detach()}
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.model(x)

@@ -1,0 +1,116 @@
+"""Every hook a robust plugin can implement, in one place.
+
+Plugins are modules (or objects) with functions decorated by :data:`hookimpl` whose names
+match a spec below. They are found through the ``robust`` entry-point group. Registration
+hooks follow the *register callback* shape of simonw/llm: the core passes a ``register``
+callable and the plugin calls it once per thing it provides. ``register`` takes a lazy
+reference (``"package.module:Attribute"``) so that loading a plugin never imports torch;
+the object is imported only when a run needs it.
+
+Every hook here must have a heading in ``docs/plugins.md`` (a test checks it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import click
+
+    from robust.registry import Register
+
+PROJECT = "robust"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration: called once, when the registry is first built.
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_methods(register: Register) -> None:
+    """Register training methods (the paper's algorithm: a ``robust.method.Method`` subclass).
+
+    Call ``register(name, "pkg.module:MethodClass", description=...)``. The class's ``Config``
+    attribute (a pydantic model) declares the method's options; ``config="pkg.mod:Config"`` may
+    name it separately so that ``robust info`` can show it without importing the method.
+    """
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register datasets.
+
+    Call ``register(name, "pkg.module:factory", config="pkg.module:Config")``. The factory is
+    called as ``factory(config, data_root)`` and returns a ``robust.data.DatasetBundle``.
+    """
+
+
+@hookspec
+def register_models(register: Register) -> None:
+    """Register model architectures.
+
+    Call ``register(name, "pkg.module:factory", config=...)``. The factory is called as
+    ``factory(config, num_classes=..., input_shape=(C, H, W))`` and returns a
+    ``robust.models.Classifier`` (``features`` + linear ``head``), so that every method can
+    reach the penultimate representation and the class weights.
+    """
+
+
+@hookspec
+def register_losses(register: Register) -> None:
+    """Register per-sample loss functions.
+
+    Call ``register(name, "pkg.module:factory", config=...)``. The factory is called as
+    ``factory(config)`` and returns a callable ``loss(logits, targets) -> per-sample losses``
+    (no reduction), so that methods can weight samples.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``robust`` CLI (``cli.command()`` / ``cli.group()``).
+
+    Keep the module that defines the commands free of top-level torch imports:
+    ``robust --help`` loads every plugin's commands.
+    """
+
+
+@hookspec(firstresult=True)
+def resolve_dataset(name: str) -> tuple[str, dict[str, Any]] | None:
+    """Turn a dataset name that is not registered into ``(registered_name, options)``.
+
+    Lets a plugin accept name patterns (e.g. ``csv:PATH`` or ``mnistv8-3-0-0``). Return None
+    when the name is not yours. The first non-None answer wins.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Run lifecycle: loggers and monitors implement these. They must not change the run.
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def on_run_start(run: Any) -> None:
+    """A run is about to train (also after ``--resume``).
+
+    ``run`` is the ``robust.engine.Run``: its ``config``, ``run_dir``, ``info`` (dataset
+    metadata) and ``method`` are available.
+    """
+
+
+@hookspec
+def on_evaluation(run: Any, record: dict[str, Any]) -> None:
+    """An evaluation finished. ``record`` holds ``phase``, ``epoch``, ``step`` and the flat
+    metric dict (``"val/worst_group_acc"``, ``"test/avg_acc"``, training losses, ...).
+    """
+
+
+@hookspec
+def on_run_end(run: Any, summary: dict[str, Any]) -> None:
+    """A run finished; ``summary`` is what was written to ``summary.json``."""

@@ -1,0 +1,1 @@
+"""Logger plugins: lifecycle-hook implementations that record runs elsewhere."""

@@ -1,0 +1,143 @@
+"""The plugin manager: finds plugins through the ``robust`` entry-point group.
+
+Modelled on simonw/llm and datasette: one module-global ``PluginManager``, built-in plugins
+registered through the same hooks as third-party ones, and three environment switches:
+
+* ``ROBUST_LOAD_PLUGINS=a,b``: load only these entry points (by entry-point or distribution
+  name); an empty value loads none. Built-ins are always loaded.
+* ``ROBUST_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points at all (hermetic tests).
+* ``ROBUST_TRACE_PLUGINS=1``: print every hook call, its arguments and results to stderr.
+
+A plugin that fails to import is recorded as broken (see :func:`broken_plugins`) and the
+rest keep working.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import pluggy
+
+from robust import hookspecs
+
+ENTRY_POINT_GROUP = "robust"
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "robust.builtins",
+    "robust.loggers.tensorboard",
+)
+
+pm = pluggy.PluginManager(hookspecs.PROJECT)
+pm.add_hookspecs(hookspecs)
+
+
+@dataclass
+class PluginRecord:
+    """What ``robust list`` and ``robust plugins`` say about one plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    builtin: bool = False
+    error: str | None = None
+    hooks: list[str] = field(default_factory=list)
+
+
+_loaded = False
+_records: dict[str, PluginRecord] = {}
+
+
+def _allow_list() -> set[str] | None:
+    value = os.environ.get("ROBUST_LOAD_PLUGINS")
+    if value is None:
+        return None
+    return {item.strip() for item in value.split(",") if item.strip()}
+
+
+def load_plugins() -> None:
+    """Register the built-ins and every installed plugin, once."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module_name in DEFAULT_PLUGINS:
+        module = importlib.import_module(module_name)
+        if pm.get_plugin(module_name) is None:
+            pm.register(module, name=module_name)
+        _records[module_name] = PluginRecord(module_name, "robust-core", _version("robust-core"), True)
+    if os.environ.get("ROBUST_DISABLE_PLUGIN_AUTOLOAD"):
+        _finish()
+        return
+    allowed = _allow_list()
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist_name = ep.dist.name if ep.dist is not None else None
+        if allowed is not None and ep.name not in allowed and dist_name not in allowed:
+            continue
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        version = ep.dist.version if ep.dist is not None else None
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:  # a broken plugin must not take the others down
+            _records[ep.name] = PluginRecord(ep.name, dist_name, version, error=f"{type(exc).__name__}: {exc}")
+            continue
+        _records[ep.name] = PluginRecord(ep.name, dist_name, version)
+    _finish()
+
+
+def _finish() -> None:
+    pm.check_pending()
+    if os.environ.get("ROBUST_TRACE_PLUGINS"):
+        _install_tracing()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _install_tracing() -> None:
+    def before(hook_name, hook_impls, kwargs):  # noqa: ANN001 - pluggy's monitoring signature
+        impls = ", ".join(impl.plugin_name for impl in hook_impls)
+        print(f"robust: hook {hook_name}({', '.join(kwargs)}) -> [{impls}]", file=sys.stderr)
+
+    def after(outcome, hook_name, hook_impls, kwargs):  # noqa: ANN001
+        exc = outcome.exception
+        result = f"raised {exc!r}" if exc is not None else f"returned {outcome.get_result()!r}"
+        print(f"robust: hook {hook_name} {result}", file=sys.stderr)
+
+    pm.add_hookcall_monitoring(before, after)
+
+
+def plugin_records() -> list[PluginRecord]:
+    """Every plugin seen, built-ins first, with the hooks each implements."""
+    load_plugins()
+    for name, record in _records.items():
+        plugin = pm.get_plugin(name)
+        if plugin is not None:
+            record.hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+    for name, plugin in pm.list_name_plugin():  # plugins registered by hand (tests, scripts)
+        if name not in _records and plugin is not None:
+            callers = pm.get_hookcallers(plugin) or []
+            _records[name] = PluginRecord(name, hooks=sorted(c.name for c in callers))
+    return sorted(_records.values(), key=lambda r: (not r.builtin, r.name))
+
+
+def broken_plugins() -> list[PluginRecord]:
+    """Plugins whose entry point failed to import."""
+    return [r for r in plugin_records() if r.error]
+
+
+def plugin_distribution(plugin_name: str) -> str:
+    """The distribution that provides a plugin, for listings (``robust-core`` for built-ins)."""
+    record = _records.get(plugin_name)
+    if record is not None and record.distribution:
+        return record.distribution
+    return plugin_name

@@ -1,0 +1,178 @@
+"""Named things plugins provide (methods, datasets, models, losses), looked up by name.
+
+Built from the ``register_*`` hooks on first use. Entries hold lazy references
+(``"module:attr"``) so that listing never imports torch; :meth:`Entry.load` imports.
+Unknown names raise :class:`robust.errors.UnknownNameError` with "did you mean" hints.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from robust.errors import PluginError, UnknownNameError
+from robust.plugins import _records, load_plugins, pm
+
+KINDS: dict[str, str] = {
+    "method": "register_methods",
+    "dataset": "register_datasets",
+    "model": "register_models",
+    "loss": "register_losses",
+}
+
+
+class Register(Protocol):
+    """The callable a ``register_*`` hook receives."""
+
+    def __call__(
+        self,
+        name: str,
+        target: str | Any,
+        *,
+        config: str | type | None = None,
+        description: str = "",
+        aliases: tuple[str, ...] = (),
+        **metadata: Any,
+    ) -> None: ...
+
+
+def resolve_reference(ref: str | Any) -> Any:
+    """Import ``"package.module:attr.sub"``; objects pass through unchanged."""
+    if not isinstance(ref, str):
+        return ref
+    module_name, _, attr = ref.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split(".") if attr else []:
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise PluginError(
+            f"Could not import {ref!r} ({type(exc).__name__}: {exc}). The plugin that registered it "
+            "is installed but broken: reinstall it, or run `robust list` to see which plugins load."
+        ) from exc
+    return obj
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered thing."""
+
+    kind: str
+    name: str
+    target: Any
+    plugin: str
+    config: Any = None
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Any:
+        """The registered object (class or factory), imported on demand."""
+        return resolve_reference(self.target)
+
+    def load_config(self) -> type | None:
+        """The pydantic config model: the registered one, else the target's ``Config``."""
+        if self.config is not None:
+            return resolve_reference(self.config)
+        return getattr(self.load(), "Config", None)
+
+    @property
+    def target_name(self) -> str:
+        if isinstance(self.target, str):
+            return self.target
+        return f"{getattr(self.target, '__module__', '?')}:{getattr(self.target, '__qualname__', '?')}"
+
+
+class Registry:
+    """All entries of all kinds."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        self._aliases: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
+
+    def _register_for(self, kind: str, plugin: str) -> Callable[..., None]:
+        def register(
+            name: str,
+            target: str | Any,
+            *,
+            config: str | type | None = None,
+            description: str = "",
+            aliases: tuple[str, ...] = (),
+            **metadata: Any,
+        ) -> None:
+            existing = self._entries[kind].get(name)
+            if existing is not None:
+                _note_error(
+                    plugin,
+                    f"{kind} {name!r} is already registered by {existing.plugin}; this registration was ignored",
+                )
+                return
+            self._entries[kind][name] = Entry(
+                kind, name, target, plugin, config, description, tuple(aliases), dict(metadata)
+            )
+            for alias in aliases:
+                self._aliases[kind].setdefault(alias, name)
+
+        return register
+
+    def build(self) -> None:
+        for kind, hook_name in KINDS.items():
+            hook = getattr(pm.hook, hook_name)
+            # Built-ins first (pluggy calls the last registered first, so reverse).
+            for impl in reversed(hook.get_hookimpls()):
+                try:
+                    impl.function(register=self._register_for(kind, impl.plugin_name))
+                except Exception as exc:  # a broken plugin must not take the others down
+                    _note_error(impl.plugin_name, f"{hook_name} failed: {type(exc).__name__}: {exc}")
+
+    def entries(self, kind: str, pattern: str | None = None) -> list[Entry]:
+        found = sorted(self._entries[kind].values(), key=lambda e: e.name)
+        if pattern:
+            found = [e for e in found if fnmatch.fnmatch(e.name, pattern)]
+        return found
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._entries[kind])
+
+    def find(self, kind: str, name: str) -> Entry | None:
+        name = self._aliases[kind].get(name, name)
+        return self._entries[kind].get(name)
+
+    def get(self, kind: str, name: str) -> Entry:
+        entry = self.find(kind, name)
+        if entry is None:
+            raise UnknownNameError(kind, name, self.suggest(kind, name), self.names(kind))
+        return entry
+
+    def suggest(self, kind: str, name: str) -> list[str]:
+        candidates = list(self._entries[kind]) + list(self._aliases[kind])
+        return difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+
+
+def _note_error(plugin: str, message: str) -> None:
+    record = _records.get(plugin)
+    if record is not None:
+        record.error = f"{record.error}; {message}" if record.error else message
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The registry, built from every loaded plugin on first call."""
+    global _registry
+    if _registry is None:
+        load_plugins()
+        registry = Registry()
+        registry.build()
+        _registry = registry
+    return _registry
+
+
+def reset_registry() -> None:
+    """Forget the registry so that it is rebuilt (after registering a plugin by hand)."""
+    global _registry
+    _registry = None

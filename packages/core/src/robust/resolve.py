@@ -1,0 +1,124 @@
+"""From what the user typed to a validated :class:`robust.config.RunConfig`.
+
+Merges defaults, the method's preset, ``--config FILE``, ``--set`` and flags (in that order),
+routes unprefixed ``--set`` keys, resolves dataset name patterns through plugins, and validates
+every section against its pydantic model, so that mistakes fail before any data is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from robust.config import (
+    RunConfig,
+    TrainConfig,
+    deep_merge,
+    describe_validation_error,
+    load_toml,
+    nest,
+    parse_set,
+    route_set_key,
+    validate_section,
+)
+from robust.errors import ConfigError, UnknownNameError
+from robust.plugins import pm
+from robust.registry import Entry, Registry, get_registry
+
+DEFAULT_MODEL = "cnn"
+
+
+@dataclass
+class Resolved:
+    """A validated config and the registry entries it names."""
+
+    config: RunConfig
+    method: Entry
+    dataset: Entry
+    model: Entry
+
+
+def resolve_dataset_name(registry: Registry, name: str) -> tuple[Entry, dict[str, Any]]:
+    """A registered dataset, or one a plugin's ``resolve_dataset`` hook recognises."""
+    entry = registry.find("dataset", name)
+    if entry is not None:
+        return entry, {}
+    answer = pm.hook.resolve_dataset(name=name)
+    if answer is not None:
+        resolved_name, options = answer
+        return registry.get("dataset", resolved_name), dict(options)
+    raise UnknownNameError("dataset", name, registry.suggest("dataset", name), registry.names("dataset"))
+
+
+def resolve_run_config(
+    method: str,
+    *,
+    dataset: str | None = None,
+    model: str | None = None,
+    config_file: str | None = None,
+    sets: tuple[str, ...] | list[str] = (),
+    flags: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> Resolved:
+    """Build the run's config. ``flags`` are CLI options (seed, device, epochs, steps, data_root);
+    ``base`` is a stored config (``--resume``) that the user's options override."""
+    registry = get_registry()
+    method_entry = registry.get("method", method)
+    method_cls = method_entry.load()
+    method_config = method_entry.load_config()
+    method_fields = set(method_config.model_fields) if method_config is not None else set()
+
+    user: dict[str, Any] = deep_merge(_strip_record(base or {}), load_toml(config_file) if config_file else {})
+    for item in sets:
+        path, value = parse_set(item)
+        user = deep_merge(user, nest(route_set_key(path, method_fields), value))
+    for section in ("method", "dataset", "model", "train"):
+        if section in user and not isinstance(user[section], dict):
+            raise ConfigError(f"{section!r} must be a table of options (e.g. [{section}] in TOML), got {user[section]!r}.")
+    flag_tree: dict[str, Any] = {}
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        if key in TrainConfig.model_fields:
+            flag_tree = deep_merge(flag_tree, {"train": {key: value}})
+        else:
+            flag_tree[key] = value
+
+    dataset_name = dataset or user.get("dataset", {}).get("name")
+    if not dataset_name:
+        raise ConfigError("No dataset given. Pass --dataset NAME (see `robust list datasets`) or set [dataset] name in the config file.")
+    dataset_entry, pattern_options = resolve_dataset_name(registry, dataset_name)
+
+    preset_name = user.get("preset") or flag_tree.get("preset") or method_cls.preset_for(dataset_entry.name)
+    preset: dict[str, Any] = {}
+    if preset_name is not None:
+        presets = getattr(method_cls, "presets", {})
+        if preset_name not in presets:
+            raise ConfigError(
+                f"Method {method!r} has no preset {preset_name!r}. Its presets: {', '.join(sorted(presets)) or 'none'}."
+            )
+        preset = presets[preset_name]
+
+    tree = deep_merge(deep_merge(deep_merge({"dataset": pattern_options}, preset), user), flag_tree)
+    tree["preset"] = preset_name
+
+    model_name = model or tree.get("model", {}).get("name") or dataset_entry.metadata.get("default_model") or DEFAULT_MODEL
+    model_entry = registry.get("model", model_name)
+
+    sections = {}
+    for section, entry in (("method", method_entry), ("dataset", dataset_entry), ("model", model_entry)):
+        options = {k: v for k, v in tree.get(section, {}).items() if k != "name"}
+        sections[section] = {"name": entry.name, **validate_section(section, entry.name, options, entry.load_config())}
+    top = {k: v for k, v in tree.items() if k not in ("method", "dataset", "model")}
+    try:
+        config = RunConfig.model_validate({**top, **sections})
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error("the run", exc, RunConfig)) from None
+    return Resolved(config, method_entry, dataset_entry, model_entry)
+
+
+def _strip_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored config.json without the bookkeeping keys, usable as config input."""
+    return {k: v for k, v in record.items() if k not in ("versions", "plugins")}

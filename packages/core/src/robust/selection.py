@@ -1,0 +1,68 @@
+"""Model selection: which evaluation a run reports, recorded under every rule at once.
+
+Rules (each a key of ``summary.json["selection"]``):
+
+* ``best_val_worst_group``: highest val worst-group accuracy (needs val group labels);
+* ``best_val_worst_class``: highest val worst-class accuracy (when val groups are unknown);
+* ``best_val_avg``: highest val average accuracy;
+* ``last``: the final evaluation;
+* ``oracle_test``: highest *test* average accuracy. This is DisEnt's paper protocol; it peeks
+  at the test set and is labelled "oracle" wherever it is shown.
+
+Ties keep the earlier evaluation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+RULES: dict[str, str | None] = {
+    "best_val_worst_group": "val/worst_group_acc",
+    "best_val_worst_class": "val/worst_class_acc",
+    "best_val_avg": "val/avg_acc",
+    "last": None,
+    "oracle_test": "test/avg_acc",
+}
+
+LABELS: dict[str, str] = {
+    "best_val_worst_group": "best val worst-group acc",
+    "best_val_worst_class": "best val worst-class acc",
+    "best_val_avg": "best val avg acc",
+    "last": "last",
+    "oracle_test": "oracle (max test acc)",
+}
+
+
+def default_rule(available: list[str]) -> str:
+    """The rule a report shows first: group-aware when val groups exist, as the field does."""
+    for rule in ("best_val_worst_group", "best_val_worst_class", "best_val_avg", "last"):
+        if rule in available:
+            return rule
+    return "last"
+
+
+class Selector:
+    """Tracks, for every rule, the best evaluation record so far."""
+
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        self.best: dict[str, dict[str, Any]] = dict(state or {})
+
+    def update(self, record: dict[str, Any]) -> list[str]:
+        """Consider one evaluation record; return the val-based rules it improved."""
+        improved = []
+        metrics = record["metrics"]
+        for rule, key in RULES.items():
+            if key is None:
+                self.best[rule] = record
+                continue
+            if key not in metrics:
+                continue
+            current = self.best.get(rule)
+            if current is None or metrics[key] > current["metrics"][key]:
+                self.best[rule] = record
+                if key.startswith("val/"):
+                    improved.append(rule)
+        return improved
+
+    def state(self) -> dict[str, Any]:
+        return dict(self.best)

@@ -1,0 +1,147 @@
+"""The engine on a tiny in-memory dataset: run directory, resume, errors, protocol, phases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from robust import hookimpl
+from robust.checkpoint import load_checkpoint
+from robust.engine import Run
+from robust.errors import CheckpointError, NonFiniteLossError, RunDirError
+from robust.resolve import resolve_run_config
+from robust.results import read_history
+
+from .tiny import Recorder, TinyPlugin
+
+
+@pytest.fixture(autouse=True)
+def tiny(register_plugin):
+    with register_plugin(TinyPlugin(), "tiny-test-plugin"):
+        yield
+
+
+def make_run(out: Path, method: str = "erm", sets=(), resume: bool = False, **flags) -> Run:
+    flags.setdefault("epochs", 3)
+    resolved = resolve_run_config(method, dataset="tiny", sets=["lr=0.05", *sets], flags=flags)
+    return Run(resolved, out, resume=resume, quiet=True)
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt:
+    """A lifecycle plugin that kills the run at a chosen evaluation (as a SIGKILL would, mid-run)."""
+
+    def __init__(self, evaluation: int) -> None:
+        self.evaluation = evaluation
+        self.seen = 0
+
+    @hookimpl
+    def on_evaluation(self, run, record):
+        self.seen += 1
+        if self.seen == self.evaluation:
+            raise Crash
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(out / "checkpoints" / "last.pt")["method"]["modules"]
+
+
+def test_run_directory_contents(tmp_path):
+    summary = make_run(tmp_path / "run").fit()
+    run_dir = tmp_path / "run"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["method"]["name"] == "erm" and config["method"]["lr"] == 0.05
+    assert "torch" in config["versions"]
+    history = read_history(run_dir / "history.h5")
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert len(history["val/worst_group_acc"]) == 3
+    assert set(summary["selection"]) >= {"best_val_worst_group", "best_val_avg", "last", "oracle_test"}
+    assert summary["default_selection"] == "best_val_worst_group"
+    best = summary["selection"]["best_val_worst_group"]
+    assert best["metrics"]["val/worst_group_acc"] == max(history["val/worst_group_acc"])
+    assert summary["selection"]["last"]["epoch"] == 3
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    assert (run_dir / "checkpoints" / "best_val_worst_group.pt").is_file()
+
+
+def test_two_runs_into_one_directory_are_refused(tmp_path):
+    make_run(tmp_path / "run", epochs=1).fit()
+    with pytest.raises(RunDirError, match="already exists"):
+        make_run(tmp_path / "run", epochs=1)
+
+
+STEP_CHECKPOINTS = ("train.batch_size=32", "train.eval_every_steps=1", "train.checkpoint_every_steps=1")
+
+
+@pytest.mark.parametrize(("sets", "crash_at"), [((), 3), (STEP_CHECKPOINTS, 5)])
+def test_resume_equals_uninterrupted(tmp_path, register_plugin, sets, crash_at):
+    """Killed at an evaluation (after epoch ends, or mid-epoch with step checkpoints), resumed:
+    the same weights and metrics as a run that was never interrupted (deterministic CPU)."""
+    full = make_run(tmp_path / "full", sets=sets, seed=3).fit()
+    with register_plugin(CrashAt(evaluation=crash_at), "crash"), pytest.raises(Crash):
+        make_run(tmp_path / "cut", sets=sets, seed=3).fit()
+    ckpt = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    if sets:
+        assert ckpt["engine"]["batch"] > 0, "the crash should leave a mid-epoch checkpoint"
+    resumed = make_run(tmp_path / "cut", sets=sets, seed=3, resume=True).fit()
+    for key, value in final_weights(tmp_path / "full").items():
+        assert torch.equal(value, final_weights(tmp_path / "cut")[key]), key
+    for rule in ("best_val_worst_group", "last"):
+        assert resumed["selection"][rule]["metrics"] == full["selection"][rule]["metrics"]
+        assert resumed["selection"][rule]["step"] == full["selection"][rule]["step"]
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
+    run = make_run(tmp_path / "run", method="nan-after", epochs=5, sets=["train.batch_size=32", "train.log_every=1"])
+    with pytest.raises(NonFiniteLossError, match="non-finite") as info:
+        run.fit()
+    assert "last good checkpoint" in str(info.value)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ckpt["engine"]["epoch"] == 1  # 3 steps an epoch: NaN at step 5 is in epoch 2
+    assert all(torch.isfinite(v).all() for v in ckpt["method"]["modules"].values() if v.is_floating_point())
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, register_plugin):
+    with register_plugin(CrashAt(evaluation=2), "crash"), pytest.raises(Crash):
+        make_run(tmp_path / "run").fit()
+    (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        make_run(tmp_path / "run", resume=True)
+
+
+def test_group_labels_are_withheld_unless_the_method_uses_them(tmp_path):
+    Recorder.seen_groups.clear()
+    make_run(tmp_path / "a", method="recorder", epochs=1).fit()
+    assert Recorder.seen_groups and not any(Recorder.seen_groups)
+    Recorder.seen_groups.clear()
+    make_run(tmp_path / "b", method="group-user", epochs=1).fit()
+    assert Recorder.seen_groups and all(Recorder.seen_groups)
+
+
+def test_batches_carry_indices_covering_the_epoch(tmp_path):
+    Recorder.seen_indices.clear()
+    make_run(tmp_path / "a", method="recorder", epochs=1, sets=["train.batch_size=32"]).fit()
+    seen = torch.cat(Recorder.seen_indices)
+    assert sorted(seen.tolist()) == list(range(96))
+    assert seen.tolist() != list(range(96)), "training order should be shuffled"
+
+
+def test_phases_run_in_order_and_resume(tmp_path, register_plugin):
+    summary = make_run(tmp_path / "full", method="two-phase").fit()
+    history = read_history(tmp_path / "full" / "history.h5")
+    assert list(history["phase"]) == ["warmup", "warmup", "finetune", "finetune"]
+    assert summary["train"]["steps"] == 8  # 2 + 2 epochs of 2 batches
+    with register_plugin(CrashAt(evaluation=3), "crash"), pytest.raises(Crash):
+        make_run(tmp_path / "cut", method="two-phase").fit()
+    run = make_run(tmp_path / "cut", method="two-phase", resume=True)
+    run.fit()
+    assert run.method.analysis_runs == 0, "the finished analysis phase is not run again"
+    full, cut = final_weights(tmp_path / "full"), final_weights(tmp_path / "cut")
+    assert torch.equal(full["feature_mean"], cut["feature_mean"])
+    assert all(torch.equal(full[k], cut[k]) for k in full)
