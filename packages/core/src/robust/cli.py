@@ -238,16 +238,10 @@ def report(paths: tuple[str, ...], fmt: str, selection: str | None, metrics: tup
 
 
 def _register_plugin_commands() -> None:
-    from robust.plugins import _records, load_plugins, pm
+    from robust.plugins import call_each, load_plugins
 
     load_plugins()
-    for impl in reversed(pm.hook.register_commands.get_hookimpls()):
-        try:
-            impl.function(cli=cli)
-        except Exception as exc:  # a broken plugin must not take the CLI down
-            record = _records.get(impl.plugin_name)
-            if record is not None:
-                record.error = f"register_commands failed: {type(exc).__name__}: {exc}"
+    call_each("register_commands", lambda plugin: {"cli": cli})
 
 
 _register_plugin_commands()

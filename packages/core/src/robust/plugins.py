@@ -19,6 +19,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any, Callable
 
 import pluggy
 
@@ -114,6 +115,31 @@ def _install_tracing() -> None:
         print(f"robust: hook {hook_name} {result}", file=sys.stderr)
 
     pm.add_hookcall_monitoring(before, after)
+
+
+def call_each(hook_name: str, make_kwargs: Callable[[str], dict[str, Any]]) -> None:
+    """Call every implementation of a hook separately, attributing failures to their plugin.
+
+    Registration hooks go through here, not ``pm.hook``: one broken plugin is recorded as broken
+    and the others still register. Calls are traced like pluggy's when ``ROBUST_TRACE_PLUGINS`` is set.
+    """
+    tracing = bool(os.environ.get("ROBUST_TRACE_PLUGINS"))
+    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):  # built-ins (registered first) first
+        kwargs = make_kwargs(impl.plugin_name)
+        if tracing:
+            print(f"robust: hook {hook_name}({', '.join(kwargs)}) -> [{impl.plugin_name}]", file=sys.stderr)
+        try:
+            impl.function(**kwargs)
+        except Exception as exc:  # a broken plugin must not take the others down
+            note_error(impl.plugin_name, f"{hook_name} failed: {type(exc).__name__}: {exc}")
+            if tracing:
+                print(f"robust: hook {hook_name} raised {exc!r}", file=sys.stderr)
+
+
+def note_error(plugin: str, message: str) -> None:
+    """Mark a plugin as broken with ``message`` (shown by ``robust list plugins``)."""
+    record = _records.setdefault(plugin, PluginRecord(plugin))
+    record.error = f"{record.error}; {message}" if record.error else message
 
 
 def plugin_records() -> list[PluginRecord]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from robust.errors import PluginError, UnknownNameError
-from robust.plugins import _records, load_plugins, pm
+from robust.plugins import call_each, load_plugins, note_error
 
 KINDS: dict[str, str] = {
     "method": "register_methods",
@@ -105,7 +105,7 @@ class Registry:
         ) -> None:
             existing = self._entries[kind].get(name)
             if existing is not None:
-                _note_error(
+                note_error(
                     plugin,
                     f"{kind} {name!r} is already registered by {existing.plugin}; this registration was ignored",
                 )
@@ -120,13 +120,7 @@ class Registry:
 
     def build(self) -> None:
         for kind, hook_name in KINDS.items():
-            hook = getattr(pm.hook, hook_name)
-            # Built-ins first (pluggy calls the last registered first, so reverse).
-            for impl in reversed(hook.get_hookimpls()):
-                try:
-                    impl.function(register=self._register_for(kind, impl.plugin_name))
-                except Exception as exc:  # a broken plugin must not take the others down
-                    _note_error(impl.plugin_name, f"{hook_name} failed: {type(exc).__name__}: {exc}")
+            call_each(hook_name, lambda plugin, kind=kind: {"register": self._register_for(kind, plugin)})
 
     def entries(self, kind: str, pattern: str | None = None) -> list[Entry]:
         found = sorted(self._entries[kind].values(), key=lambda e: e.name)
@@ -150,12 +144,6 @@ class Registry:
     def suggest(self, kind: str, name: str) -> list[str]:
         candidates = list(self._entries[kind]) + list(self._aliases[kind])
         return difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
-
-
-def _note_error(plugin: str, message: str) -> None:
-    record = _records.get(plugin)
-    if record is not None:
-        record.error = f"{record.error}; {message}" if record.error else message
 
 
 _registry: Registry | None = None
