@@ -17,7 +17,11 @@ WATERBIRDS_SMALL = ["--set", "dataset.scale=0.03"]
 def robust(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "robust", *args],
-        capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=600,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=600,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -35,8 +36,13 @@ def _split(n: int, spurious: float, seed: int) -> ArraySplit:
 
 def load_tiny(config: TinyConfig, data_root) -> DatasetBundle:
     info = DatasetInfo(
-        name="tiny", num_classes=2, input_shape=(3, 8, 8), class_names=["a", "b"],
-        group_names=["a_0", "a_1", "b_0", "b_1"], bias_names=["0", "1"], train_augment="crop_flip",
+        name="tiny",
+        num_classes=2,
+        input_shape=(3, 8, 8),
+        class_names=["a", "b"],
+        group_names=["a_0", "a_1", "b_0", "b_1"],
+        bias_names=["0", "1"],
+        train_augment="crop_flip",
     )
     splits = {
         "train": _split(config.n_train, config.spurious, 0),
@@ -49,8 +55,8 @@ def load_tiny(config: TinyConfig, data_root) -> DatasetBundle:
 class Recorder(ERM):
     """ERM that records what the engine hands it."""
 
-    seen_groups: list[bool] = []
-    seen_indices: list[Tensor] = []
+    seen_groups: ClassVar[list[bool]] = []
+    seen_indices: ClassVar[list[Tensor]] = []
 
     def update(self, batch: Batch, step: int):
         Recorder.seen_groups.append(batch.group is not None or batch.bias is not None)

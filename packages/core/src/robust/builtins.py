@@ -19,25 +19,49 @@ def register_methods(register):
 
 @hookimpl
 def register_models(register):
-    register("mlp", "robust.models.mlp:build_mlp", config="robust.models.mlp:MLPConfig",
-             description="Multi-layer perceptron on flattened inputs (LfF's 3x100 by default).")
-    register("cnn", "robust.models.cnn:build_cnn", config="robust.models.cnn:CNNConfig",
-             description="A small 4-block convolutional network for quick experiments.")
-    register("resnet20", "robust.models.resnet_cifar:build_resnet20",
-             config="robust.models.resnet_cifar:CifarResNetConfig",
-             description="CIFAR ResNet-20 (He et al. 2016, 3 stages of 3 basic blocks).")
-    register("resnet32", "robust.models.resnet_cifar:build_resnet32",
-             config="robust.models.resnet_cifar:CifarResNetConfig",
-             description="CIFAR ResNet-32 (3 stages of 5 basic blocks), the Meta-Weight-Net backbone.")
-    register("resnet18", "robust.models.torchvision_resnet:build_resnet18",
-             config="robust.models.torchvision_resnet:TorchvisionResNetConfig",
-             description="torchvision ResNet-18, from scratch or with ImageNet weights.")
-    register("resnet50", "robust.models.torchvision_resnet:build_resnet50",
-             config="robust.models.torchvision_resnet:TorchvisionResNetConfig",
-             description="torchvision ResNet-50, from scratch or with ImageNet weights.")
+    register(
+        "mlp",
+        "robust.models.mlp:build_mlp",
+        config="robust.models.mlp:MLPConfig",
+        description="Multi-layer perceptron on flattened inputs (LfF's 3x100 by default).",
+    )
+    register(
+        "cnn",
+        "robust.models.cnn:build_cnn",
+        config="robust.models.cnn:CNNConfig",
+        description="A small 4-block convolutional network for quick experiments.",
+    )
+    register(
+        "resnet20",
+        "robust.models.resnet_cifar:build_resnet20",
+        config="robust.models.resnet_cifar:CifarResNetConfig",
+        description="CIFAR ResNet-20 (He et al. 2016, 3 stages of 3 basic blocks).",
+    )
+    register(
+        "resnet32",
+        "robust.models.resnet_cifar:build_resnet32",
+        config="robust.models.resnet_cifar:CifarResNetConfig",
+        description="CIFAR ResNet-32 (3 stages of 5 basic blocks), the Meta-Weight-Net backbone.",
+    )
+    register(
+        "resnet18",
+        "robust.models.torchvision_resnet:build_resnet18",
+        config="robust.models.torchvision_resnet:TorchvisionResNetConfig",
+        description="torchvision ResNet-18, from scratch or with ImageNet weights.",
+    )
+    register(
+        "resnet50",
+        "robust.models.torchvision_resnet:build_resnet50",
+        config="robust.models.torchvision_resnet:TorchvisionResNetConfig",
+        description="torchvision ResNet-50, from scratch or with ImageNet weights.",
+    )
 
 
 @hookimpl
 def register_losses(register):
-    register("ce", "robust.losses:cross_entropy", config="robust.losses:CrossEntropyConfig",
-             description="Cross-entropy per sample (optional label smoothing).")
+    register(
+        "ce",
+        "robust.losses:cross_entropy",
+        config="robust.losses:CrossEntropyConfig",
+        description="Cross-entropy per sample (optional label smoothing).",
+    )

@@ -38,7 +38,10 @@ class RobustGroup(click.Group):
         except RobustError as exc:
             _fail(exc.message, exc.exit_code)
         except KeyboardInterrupt:
-            _fail("Interrupted. A run keeps its last checkpoint: continue it with `robust run METHOD --resume --out RUN_DIR`.", 130)
+            _fail(
+                "Interrupted. A run keeps its last checkpoint: continue it with `robust run METHOD --resume --out RUN_DIR`.",
+                130,
+            )
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
@@ -94,8 +97,15 @@ def list_command(kind: str, pattern: str | None, as_json: bool) -> None:
         ]
     if kind in ("plugins", "all"):
         result["plugins"] = [
-            {"name": r.name, "package": r.distribution, "version": r.version, "builtin": r.builtin,
-             "status": "broken" if r.error else "ok", "error": r.error, "hooks": r.hooks}
+            {
+                "name": r.name,
+                "package": r.distribution,
+                "version": r.version,
+                "builtin": r.builtin,
+                "status": "broken" if r.error else "ok",
+                "error": r.error,
+                "hooks": r.hooks,
+            }
             for r in plugin_records()
         ]
     if as_json:
@@ -112,7 +122,9 @@ def list_command(kind: str, pattern: str | None, as_json: bool) -> None:
                 table.add_column(col)
             for item in items:
                 status = "[red]broken[/red]: " + item["error"] if item["error"] else "ok"
-                table.add_row(item["name"], item["package"] or "", item["version"] or "", status, ", ".join(item["hooks"]))
+                table.add_row(
+                    item["name"], item["package"] or "", item["version"] or "", status, ", ".join(item["hooks"])
+                )
         else:
             table = Table(title=plural)
             for col in ("name", "package", "description"):
@@ -124,7 +136,9 @@ def list_command(kind: str, pattern: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("name")
-@click.option("--kind", type=click.Choice(list(KIND_NAMES.values())), help="Which kind, when a name is registered as several.")
+@click.option(
+    "--kind", type=click.Choice(list(KIND_NAMES.values())), help="Which kind, when a name is registered as several."
+)
 def info(name: str, kind: str | None) -> None:
     """Show a method, dataset, model or loss: its package, options with defaults, presets."""
     from rich.console import Console
@@ -140,15 +154,21 @@ def info(name: str, kind: str | None) -> None:
     entries = [e for k in kinds if (e := registry.find(k, name)) is not None]
     if not entries:
         everything = [n for k in kinds for n in registry.names(k)]
-        raise UnknownNameError(kind or "name", name, difflib.get_close_matches(name, everything, n=3, cutoff=0.5), everything)
+        raise UnknownNameError(
+            kind or "name", name, difflib.get_close_matches(name, everything, n=3, cutoff=0.5), everything
+        )
     console = Console()
     for entry in entries:
-        console.print(f"[bold]{entry.name}[/bold] ({entry.kind}, package {plugin_distribution(entry.plugin)}, {entry.target_name})")
+        console.print(
+            f"[bold]{entry.name}[/bold] ({entry.kind}, package {plugin_distribution(entry.plugin)}, {entry.target_name})"
+        )
         if entry.description:
             console.print(entry.description)
         for key, value in entry.metadata.items():
             console.print(f"{key}: {value}")
-        table = Table(title=f"options of {entry.kind} {entry.name!r}  (--set {'' if entry.kind == 'method' else entry.kind + '.'}KEY=VALUE)")
+        table = Table(
+            title=f"options of {entry.kind} {entry.name!r}  (--set {'' if entry.kind == 'method' else entry.kind + '.'}KEY=VALUE)"
+        )
         for col in ("option", "type", "default", "description"):
             table.add_column(col)
         for row in schema_rows(entry.load_config()):
@@ -162,16 +182,31 @@ def info(name: str, kind: str | None) -> None:
                 console.print("presets (--set preset=NAME): " + ", ".join(sorted(presets)))
                 if auto:
                     console.print("picked automatically: " + ", ".join(f"{d} -> {p}" for d, p in sorted(auto.items())))
-            console.print(f"uses group labels in training: {'yes' if getattr(target, 'uses_group_labels', False) else 'no'}")
+            console.print(
+                f"uses group labels in training: {'yes' if getattr(target, 'uses_group_labels', False) else 'no'}"
+            )
 
 
 @cli.command()
 @click.argument("method")
 @click.option("--dataset", "-d", help="Dataset name (see `robust list datasets`).")
 @click.option("--model", "-m", help="Model name (default: the preset's or the dataset's).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with [method], [dataset], [model], [train] sections.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override an option, e.g. --set lr=0.01 or --set dataset.conflict_pct=2. Repeatable.")
-@click.option("--out", "-o", type=click.Path(file_okay=False), help="Run directory (default runs/METHOD-DATASET-SEED-TIME).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="TOML file with [method], [dataset], [model], [train] sections.",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override an option, e.g. --set lr=0.01 or --set dataset.conflict_pct=2. Repeatable.",
+)
+@click.option(
+    "--out", "-o", type=click.Path(file_okay=False), help="Run directory (default runs/METHOD-DATASET-SEED-TIME)."
+)
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--epochs", type=int, help="Training epochs.")
@@ -179,9 +214,21 @@ def info(name: str, kind: str | None) -> None:
 @click.option("--data-root", type=click.Path(file_okay=False), help="Where datasets live (default $ROBUST_DATA).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
-def run(method: str, dataset: str | None, model: str | None, config_file: str | None, sets: tuple[str, ...],
-        out: str | None, seed: int | None, device: str | None, epochs: int | None, steps: int | None,
-        data_root: str | None, resume: bool, quiet: bool) -> None:
+def run(
+    method: str,
+    dataset: str | None,
+    model: str | None,
+    config_file: str | None,
+    sets: tuple[str, ...],
+    out: str | None,
+    seed: int | None,
+    device: str | None,
+    epochs: int | None,
+    steps: int | None,
+    data_root: str | None,
+    resume: bool,
+    quiet: bool,
+) -> None:
     """Train METHOD on a dataset and write a run directory (config, history, summary, checkpoints)."""
     from robust.errors import ConfigError
     from robust.resolve import resolve_run_config
@@ -195,7 +242,9 @@ def run(method: str, dataset: str | None, model: str | None, config_file: str | 
         run_dir.check(resume=True)
         base = run_dir.read_config()
     flags = {"seed": seed, "device": device, "epochs": epochs, "steps": steps, "data_root": data_root}
-    resolved = resolve_run_config(method, dataset=dataset, model=model, config_file=config_file, sets=sets, flags=flags, base=base)
+    resolved = resolve_run_config(
+        method, dataset=dataset, model=model, config_file=config_file, sets=sets, flags=flags, base=base
+    )
     config = resolved.config
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -216,8 +265,13 @@ def run(method: str, dataset: str | None, model: str | None, config_file: str | 
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]), default="table", show_default=True)
-@click.option("--selection", help="Selection rule to report (default: each run's default, best val worst-group when groups are known).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]), default="table", show_default=True
+)
+@click.option(
+    "--selection",
+    help="Selection rule to report (default: each run's default, best val worst-group when groups are known).",
+)
 @click.option("--metric", "metrics", multiple=True, help="Metric to show, e.g. test/worst_group_acc. Repeatable.")
 def report(paths: tuple[str, ...], fmt: str, selection: str | None, metrics: tuple[str, ...]) -> None:
     """Aggregate finished runs: mean ± std over seeds, per method, dataset and model."""

@@ -56,7 +56,9 @@ class TrainConfig(Options):
         None, ge=1, description="Evaluate every N steps instead (for step-based schedules)."
     )
     checkpoint_every_steps: int | None = Field(
-        None, ge=1, description="Also checkpoint every N steps inside an epoch (a checkpoint is always written after each epoch)."
+        None,
+        ge=1,
+        description="Also checkpoint every N steps inside an epoch (a checkpoint is always written after each epoch).",
     )
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto", description="Mixed precision: auto = bf16 on GPUs that support it, fp16 otherwise, off on CPU."
@@ -67,8 +69,12 @@ class TrainConfig(Options):
     )
     num_workers: int = Field(2, ge=0, description="DataLoader workers for datasets that stream from disk.")
     log_every: int = Field(25, ge=1, description="Update progress and check the loss is finite every N steps.")
-    keep_best: bool = Field(True, description="Keep model weights of the best evaluation under each val selection rule.")
-    tensorboard: bool = Field(False, description="Write metrics to RUN_DIR/tensorboard (needs the tensorboard package).")
+    keep_best: bool = Field(
+        True, description="Keep model weights of the best evaluation under each val selection rule."
+    )
+    tensorboard: bool = Field(
+        False, description="Write metrics to RUN_DIR/tensorboard (needs the tensorboard package)."
+    )
 
 
 class RunConfig(Options):
@@ -77,7 +83,9 @@ class RunConfig(Options):
     seed: int = Field(0, description="Random seed for weights, data order and augmentation.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     preset: str | None = Field(None, description="A preset of the method (see `robust info METHOD`).")
-    data_root: str | None = Field(None, description="Where datasets live (default: $ROBUST_DATA, then the user data dir).")
+    data_root: str | None = Field(
+        None, description="Where datasets live (default: $ROBUST_DATA, then the user data dir)."
+    )
     method: dict[str, Any] = Field(default_factory=dict)
     dataset: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)
@@ -127,9 +135,13 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"Config file {str(path)!r} does not exist. Pass an existing TOML file to --config.") from None
+        raise ConfigError(
+            f"Config file {str(path)!r} does not exist. Pass an existing TOML file to --config."
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Cannot read config file {str(path)!r}: {exc}. Pass a readable TOML file to --config.") from None
+        raise ConfigError(
+            f"Cannot read config file {str(path)!r}: {exc}. Pass a readable TOML file to --config."
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"Config file {str(path)!r} is not valid TOML ({exc}). Expected sections such as "

@@ -61,11 +61,15 @@ class Split:
     def _check_metadata(self, name: str) -> None:
         n = len(self)
         if self.labels.dtype != torch.long or self.labels.ndim != 1:
-            raise DataError(f"Split {name!r}: labels must be a 1-D int64 tensor, got {self.labels.dtype} {tuple(self.labels.shape)}.")
+            raise DataError(
+                f"Split {name!r}: labels must be a 1-D int64 tensor, got {self.labels.dtype} {tuple(self.labels.shape)}."
+            )
         for attr in ("groups", "bias"):
             value = getattr(self, attr)
             if value is not None and (value.shape != (n,) or value.dtype != torch.long):
-                raise DataError(f"Split {name!r}: {attr} must be int64 of shape ({n},), got {value.dtype} {tuple(value.shape)}.")
+                raise DataError(
+                    f"Split {name!r}: {attr} must be int64 of shape ({n},), got {value.dtype} {tuple(value.shape)}."
+                )
         if self.bboxes is not None and self.bboxes.shape != (n, 4):
             raise DataError(f"Split {name!r}: bboxes must have shape ({n}, 4), got {tuple(self.bboxes.shape)}.")
 
@@ -86,7 +90,9 @@ class ArraySplit(Split):
                 f"{self.images.dtype} {tuple(self.images.shape)}."
             )
         if self.masks is not None and self.masks.shape != (n, 1, *self.images.shape[2:]):
-            raise DataError(f"Split {name!r}: masks must be uint8 (N, 1, H, W) matching the images, got {tuple(self.masks.shape)}.")
+            raise DataError(
+                f"Split {name!r}: masks must be uint8 (N, 1, H, W) matching the images, got {tuple(self.masks.shape)}."
+            )
 
     def subset(self, indices: Tensor | Sequence[int]) -> ArraySplit:
         """The samples at ``indices`` (a new split; indices are renumbered from 0)."""
@@ -158,7 +164,9 @@ class DatasetBundle:
     def __post_init__(self) -> None:
         missing = [s for s in ("train", "val", "test") if s not in self.splits]
         if missing:
-            raise DataError(f"Dataset {self.info.name!r} has no {', '.join(missing)} split; every dataset needs train, val and test.")
+            raise DataError(
+                f"Dataset {self.info.name!r} has no {', '.join(missing)} split; every dataset needs train, val and test."
+            )
         for name, split in self.splits.items():
             split.validate(name)  # type: ignore[attr-defined]
         train = self.splits["train"]

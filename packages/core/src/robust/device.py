@@ -21,9 +21,7 @@ def resolve_device(spec: str) -> torch.device:
         return torch.device("cpu")
     match = re.fullmatch(r"cuda(?::(\d+))?", spec)
     if not match:
-        raise DeviceError(
-            f"Unknown device {spec!r}. Expected auto, cpu, cuda or cuda:N (for example --device cuda:0)."
-        )
+        raise DeviceError(f"Unknown device {spec!r}. Expected auto, cpu, cuda or cuda:N (for example --device cuda:0).")
     if not torch.cuda.is_available():
         raise DeviceError(
             f"Device {spec!r} was requested but this machine has no usable CUDA GPU (torch "

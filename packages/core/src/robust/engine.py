@@ -84,8 +84,15 @@ class Run:
         }
         self.history: list[dict[str, Any]] = []
         self.selector = Selector()
-        self.state: dict[str, Any] = {"phase": 0, "started": False, "epoch": 0, "batch": 0, "phase_step": 0,
-                                      "global_step": 0, "elapsed": 0.0}
+        self.state: dict[str, Any] = {
+            "phase": 0,
+            "started": False,
+            "epoch": 0,
+            "batch": 0,
+            "phase_step": 0,
+            "global_step": 0,
+            "elapsed": 0.0,
+        }
         self._resume_payload: dict[str, Any] | None = None
         if resume:
             self._resume_payload = load_checkpoint(self.run_dir.checkpoint_path, map_location=self.device)
@@ -100,7 +107,9 @@ class Run:
         dataset_config = config_cls.model_validate(options) if config_cls is not None else None
         bundle = entry.load()(dataset_config, data_root(self.config.data_root))
         if not isinstance(bundle, DatasetBundle):
-            raise DataError(f"Dataset {entry.name!r} (plugin {entry.plugin}) returned {type(bundle).__name__}, not a robust.data.DatasetBundle.")
+            raise DataError(
+                f"Dataset {entry.name!r} (plugin {entry.plugin}) returned {type(bundle).__name__}, not a robust.data.DatasetBundle."
+            )
         return bundle
 
     def _context(self) -> MethodContext:
@@ -137,7 +146,9 @@ class Run:
 
     def _loader(self, split: str, batch_size: int, *, expose_groups: bool, augmentation: str = "none") -> BatchLoader:
         if split not in self.data.splits:
-            raise ConfigError(f"Split {split!r} does not exist in dataset {self.info.name!r}; it has {', '.join(self.data.splits)}.")
+            raise ConfigError(
+                f"Split {split!r} does not exist in dataset {self.info.name!r}; it has {', '.join(self.data.splits)}."
+            )
         return BatchLoader(
             self.data.splits[split],
             self.info,
@@ -154,8 +165,9 @@ class Run:
 
         Group and bias labels are included only when the method declares ``uses_group_labels``.
         """
-        loader = self._loader(split, batch_size or self.train_config.eval_batch_size,
-                              expose_groups=self.method_cls.uses_group_labels)
+        loader = self._loader(
+            split, batch_size or self.train_config.eval_batch_size, expose_groups=self.method_cls.uses_group_labels
+        )
         return loader.batches(loader.sequential())
 
     def log(self, message: str) -> None:
@@ -278,7 +290,9 @@ class Run:
             self.method.step_schedulers("epoch")
             self.state["epoch"] = epoch + 1
             self.state["batch"] = 0
-            finished = (steps is None and epoch + 1 >= epochs) or (steps is not None and self.state["phase_step"] >= steps)
+            finished = (steps is None and epoch + 1 >= epochs) or (
+                steps is not None and self.state["phase_step"] >= steps
+            )
             due = (epoch + 1) % self.train_config.eval_every == 0 and not self.train_config.eval_every_steps
             already = bool(self.history) and self.history[-1]["step"] == self.state["global_step"]
             if phase.evaluate and (due or finished) and not already:
@@ -290,7 +304,11 @@ class Run:
         bad = [key for key, value in sums.items() if not bool(torch.isfinite(value))]
         if bad:
             last = self.run_dir.checkpoint_path
-            kept = f"The last good checkpoint is kept at {str(last)!r}" if last.exists() else "No checkpoint was written yet"
+            kept = (
+                f"The last good checkpoint is kept at {str(last)!r}"
+                if last.exists()
+                else "No checkpoint was written yet"
+            )
             raise NonFiniteLossError(
                 f"Training stopped: {', '.join(bad)} became non-finite (NaN or inf) in phase {phase.name!r}, "
                 f"epoch {self.state['epoch']}, around step {self.state['phase_step']}. {kept}. Lower the learning "
@@ -332,7 +350,12 @@ class Run:
         metrics = self.evaluate_splits()
         metrics.update({f"train/{key}": value for key, value in train_logs.items()})
         metrics.update({f"train/{key}": value for key, value in self.method.learning_rates().items()})
-        record = {"phase": phase.name, "epoch": self.state["epoch"], "step": self.state["global_step"], "metrics": metrics}
+        record = {
+            "phase": phase.name,
+            "epoch": self.state["epoch"],
+            "step": self.state["global_step"],
+            "metrics": metrics,
+        }
         self.history.append(record)
         self.run_dir.write_history(self.history)
         improved = self.selector.update(record)
@@ -382,7 +405,9 @@ class Run:
             aug = torch.Generator(device=self.device)
             aug.set_state(engine["aug_state"].cpu())
             self._resumed_epoch = (engine["order"], aug)
-        self.log(f"Resuming {self.run_dir.path} at phase {engine['phase']}, epoch {engine['epoch']}, step {engine['global_step']}.")
+        self.log(
+            f"Resuming {self.run_dir.path} at phase {engine['phase']}, epoch {engine['epoch']}, step {engine['global_step']}."
+        )
 
     # -- reporting ------------------------------------------------------------------------
 

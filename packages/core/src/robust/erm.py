@@ -20,8 +20,12 @@ class ERMConfig(MethodConfig):
     lr: float = Field(1e-3, gt=0, description="Learning rate.")
     momentum: float = Field(0.9, ge=0, description="SGD momentum.")
     weight_decay: float = Field(1e-4, ge=0, description="Weight decay (L2).")
-    schedule: Literal["constant", "cosine", "step"] = Field("constant", description="Learning-rate schedule over epochs.")
-    milestones: list[int] = Field(default_factory=list, description="Epochs at which `step` multiplies the lr by `gamma`.")
+    schedule: Literal["constant", "cosine", "step"] = Field(
+        "constant", description="Learning-rate schedule over epochs."
+    )
+    milestones: list[int] = Field(
+        default_factory=list, description="Epochs at which `step` multiplies the lr by `gamma`."
+    )
     gamma: float = Field(0.1, gt=0, description="Factor of the `step` schedule.")
     loss: str = Field("ce", description="Registered loss (see `robust list losses`).")
     clip_grad_norm: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")

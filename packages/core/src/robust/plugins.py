@@ -17,9 +17,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -105,11 +106,11 @@ def _version(dist: str) -> str | None:
 
 
 def _install_tracing() -> None:
-    def before(hook_name, hook_impls, kwargs):  # noqa: ANN001 - pluggy's monitoring signature
+    def before(hook_name, hook_impls, kwargs):
         impls = ", ".join(impl.plugin_name for impl in hook_impls)
         print(f"robust: hook {hook_name}({', '.join(kwargs)}) -> [{impls}]", file=sys.stderr)
 
-    def after(outcome, hook_name, hook_impls, kwargs):  # noqa: ANN001
+    def after(outcome, hook_name, hook_impls, kwargs):
         exc = outcome.exception
         result = f"raised {exc!r}" if exc is not None else f"returned {outcome.get_result()!r}"
         print(f"robust: hook {hook_name} {result}", file=sys.stderr)

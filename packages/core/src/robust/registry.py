@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from robust.errors import PluginError, UnknownNameError
 from robust.plugins import call_each, load_plugins, note_error

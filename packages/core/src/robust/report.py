@@ -37,13 +37,17 @@ def find_summaries(paths: list[str | Path]) -> list[tuple[Path, dict[str, Any]]]
     found: list[tuple[Path, dict[str, Any]]] = []
     for root in map(Path, paths):
         if not root.exists():
-            raise RunDirError(f"{str(root)!r} does not exist. Pass run directories (or folders that contain them) to `robust report`.")
+            raise RunDirError(
+                f"{str(root)!r} does not exist. Pass run directories (or folders that contain them) to `robust report`."
+            )
         candidates = [root / SUMMARY] if (root / SUMMARY).is_file() else sorted(root.rglob(SUMMARY))
         for path in candidates:
             try:
                 found.append((path.parent, json.loads(path.read_text(encoding="utf-8"))))
             except (OSError, json.JSONDecodeError) as exc:
-                raise RunDirError(f"Cannot read {str(path)!r} ({exc}); it is not a summary written by robust. Remove it or the run directory.") from None
+                raise RunDirError(
+                    f"Cannot read {str(path)!r} ({exc}); it is not a summary written by robust. Remove it or the run directory."
+                ) from None
     if not found:
         raise RunDirError(
             f"No finished runs under {', '.join(map(str, paths))}: a finished run directory holds {SUMMARY}. "
@@ -106,8 +110,14 @@ def render(rows: list[Row], metrics: list[str], fmt: str) -> str | Table:
     if fmt == "json":
         data = [
             {
-                "method": r.method, "dataset": r.dataset, "model": r.model, "selection": r.selection, "seeds": r.seeds,
-                "metrics": {m: {"mean": s[0], "std": s[1], "n": len(r.values[m])} for m in metrics if (s := r.mean_std(m))},
+                "method": r.method,
+                "dataset": r.dataset,
+                "model": r.model,
+                "selection": r.selection,
+                "seeds": r.seeds,
+                "metrics": {
+                    m: {"mean": s[0], "std": s[1], "n": len(r.values[m])} for m in metrics if (s := r.mean_std(m))
+                },
             }
             for r in rows
         ]
@@ -115,7 +125,9 @@ def render(rows: list[Row], metrics: list[str], fmt: str) -> str | Table:
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["method", "dataset", "model", "selection", "n"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")])
+        writer.writerow(
+            ["method", "dataset", "model", "selection", "n"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
+        )
         for r in rows:
             cells: list[Any] = [r.method, r.dataset, r.model, r.selection, len(r.seeds)]
             for m in metrics:
@@ -123,7 +135,17 @@ def render(rows: list[Row], metrics: list[str], fmt: str) -> str | Table:
                 cells += [f"{stats[0]:.6f}", f"{stats[1]:.6f}"] if stats else ["", ""]
             writer.writerow(cells)
         return buffer.getvalue()
-    body = [[r.method, r.dataset, r.model, LABELS.get(r.selection, r.selection), str(len(r.seeds)), *(_cell(r, m) for m in metrics)] for r in rows]
+    body = [
+        [
+            r.method,
+            r.dataset,
+            r.model,
+            LABELS.get(r.selection, r.selection),
+            str(len(r.seeds)),
+            *(_cell(r, m) for m in metrics),
+        ]
+        for r in rows
+    ]
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
@@ -147,10 +169,14 @@ def summary_table(summary: dict[str, Any]) -> Table:
             if key not in keys and not name.startswith(("group_acc_", "class_acc_")):
                 keys.append(key)
     keys.sort(key=lambda k: (not k.startswith("val/"), k))
-    table = Table(title=f"{summary['method']} on {summary['dataset']} ({summary['model']}, seed {summary['seed']}): accuracy %")
+    table = Table(
+        title=f"{summary['method']} on {summary['dataset']} ({summary['model']}, seed {summary['seed']}): accuracy %"
+    )
     table.add_column("metric")
     for rule in rules:
-        table.add_column(LABELS.get(rule, rule) + (" *" if rule == summary.get("default_selection") else ""), justify="right")
+        table.add_column(
+            LABELS.get(rule, rule) + (" *" if rule == summary.get("default_selection") else ""), justify="right"
+        )
     for key in keys:
         cells = []
         for rule in rules:

@@ -76,7 +76,9 @@ def resolve_run_config(
         user = deep_merge(user, nest(route_set_key(path, method_fields), value))
     for section in ("method", "dataset", "model", "train"):
         if section in user and not isinstance(user[section], dict):
-            raise ConfigError(f"{section!r} must be a table of options (e.g. [{section}] in TOML), got {user[section]!r}.")
+            raise ConfigError(
+                f"{section!r} must be a table of options (e.g. [{section}] in TOML), got {user[section]!r}."
+            )
     flag_tree: dict[str, Any] = {}
     for key, value in (flags or {}).items():
         if value is None:
@@ -88,7 +90,9 @@ def resolve_run_config(
 
     dataset_name = dataset or user.get("dataset", {}).get("name")
     if not dataset_name:
-        raise ConfigError("No dataset given. Pass --dataset NAME (see `robust list datasets`) or set [dataset] name in the config file.")
+        raise ConfigError(
+            "No dataset given. Pass --dataset NAME (see `robust list datasets`) or set [dataset] name in the config file."
+        )
     dataset_entry, pattern_options = resolve_dataset_name(registry, dataset_name)
 
     preset_name = user.get("preset") or flag_tree.get("preset") or method_cls.preset_for(dataset_entry.name)
@@ -104,7 +108,9 @@ def resolve_run_config(
     tree = deep_merge(deep_merge(deep_merge({"dataset": pattern_options}, preset), user), flag_tree)
     tree["preset"] = preset_name
 
-    model_name = model or tree.get("model", {}).get("name") or dataset_entry.metadata.get("default_model") or DEFAULT_MODEL
+    model_name = (
+        model or tree.get("model", {}).get("name") or dataset_entry.metadata.get("default_model") or DEFAULT_MODEL
+    )
     model_entry = registry.get("model", model_name)
 
     sections = {}
