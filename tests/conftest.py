@@ -31,6 +31,9 @@ def registered(plugin: object, name: str) -> Iterator[None]:
     from robust.registry import reset_registry
 
     load_plugins()
+    if pm.is_registered(plugin):  # already loaded from its entry point
+        yield
+        return
     pm.register(plugin, name=name)
     reset_registry()
     try:

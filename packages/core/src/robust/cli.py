@@ -295,9 +295,31 @@ def _register_plugin_commands() -> None:
     from robust.plugins import call_each, load_plugins
 
     load_plugins()
-    call_each("register_commands", lambda plugin: {"cli": cli})
+    core_commands = CORE_COMMANDS
+    previous: list[str] = []
+
+    def kwargs_for(plugin: str) -> dict[str, Any]:
+        if previous:
+            _restore_core_commands(core_commands, previous[-1])
+        previous.append(plugin)
+        return {"cli": cli}
+
+    call_each("register_commands", kwargs_for)
+    if previous:
+        _restore_core_commands(core_commands, previous[-1])
 
 
+def _restore_core_commands(core_commands: dict[str, click.Command], plugin: str) -> None:
+    """A plugin may add commands, never replace the core's."""
+    from robust.plugins import note_error
+
+    for name, command in core_commands.items():
+        if cli.commands.get(name) is not command:
+            cli.commands[name] = command
+            note_error(plugin, f"tried to replace the core command {name!r}; ignored")
+
+
+CORE_COMMANDS: dict[str, click.Command] = dict(cli.commands)
 _register_plugin_commands()
 
 

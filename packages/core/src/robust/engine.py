@@ -74,7 +74,8 @@ class Run:
         method_cls = resolved.method.load()
         self.method_cls = method_cls
         method_options = {k: v for k, v in self.config.method.items() if k != "name"}
-        self.method: Method = method_cls(method_cls.Config.model_validate(method_options), self._context())
+        config_cls = resolved.method.load_config() or method_cls.Config
+        self.method: Method = method_cls(config_cls.model_validate(method_options), self._context())
         self.method.to(self.device)
         self.method.train()
         self._train_loaders: dict[tuple[str, int], BatchLoader] = {}
@@ -262,6 +263,7 @@ class Run:
             ):
                 with self.precision.autocast():
                     logs = update(batch, self.state["phase_step"])
+                self.method.end_step()
                 self.method.step_schedulers("step")
                 for key, value in logs.items():
                     value = torch.as_tensor(value, device=self.device).detach().float()

@@ -60,7 +60,7 @@ class ERM(Method):
         self.model = ctx.build_model()
         self.loss = ctx.build_loss(config.loss)
         optimizer = make_optimizer(self.model.parameters(), config)
-        self.add_optimizer("model", optimizer, make_scheduler(optimizer, config, ctx.config.train.epochs))
+        self.add_optimizer("model", optimizer, make_scheduler(optimizer, config, ctx.epochs))
 
     def update(self, batch: Batch, step: int) -> dict[str, Tensor]:
         loss = self.loss(self.model(batch.x), batch.y).mean()

@@ -99,15 +99,16 @@ def resolve_dataset(name: str) -> tuple[str, dict[str, Any]] | None:
 def on_run_start(run: Any) -> None:
     """A run is about to train (also after ``--resume``).
 
-    ``run`` is the ``robust.engine.Run``: its ``config``, ``run_dir``, ``info`` (dataset
-    metadata) and ``method`` are available.
+    ``run`` is the ``robust.engine.Run``: its ``config``, ``run_dir`` (a ``RunDir``; the
+    directory is ``run.run_dir.path``), ``info`` (dataset metadata) and ``method`` are available.
+    An exception raised here stops the run (a logger that cannot log should say so early).
     """
 
 
 @hookspec
 def on_evaluation(run: Any, record: dict[str, Any]) -> None:
-    """An evaluation finished. ``record`` holds ``phase``, ``epoch``, ``step`` and the flat
-    metric dict (``"val/worst_group_acc"``, ``"test/avg_acc"``, training losses, ...).
+    """An evaluation finished. ``record`` holds ``phase``, ``epoch``, ``step`` and ``metrics``,
+    a flat dict (``"val/worst_group_acc"``, ``"test/avg_acc"``, ``"train/loss"``, ...).
     """
 
 

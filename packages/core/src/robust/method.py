@@ -79,6 +79,18 @@ class MethodContext:
     def num_classes(self) -> int:
         return self.info.num_classes
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Training batches per epoch on the train split (a final batch of one sample is dropped)."""
+        full, rest = divmod(self.num_train, self.config.train.batch_size)
+        return full + (1 if rest > 1 else 0)
+
+    @property
+    def epochs(self) -> int:
+        """Length of the default training phase in epochs (derived from ``train.steps`` when set): schedules use it."""
+        steps = self.config.train.steps
+        return self.config.train.epochs if steps is None else max(1, -(-steps // self.steps_per_epoch))
+
 
 @dataclass
 class _Scheduled:
@@ -104,6 +116,7 @@ class Method(nn.Module):
         self.phase: Phase | None = None
         self._optimizers: dict[str, torch.optim.Optimizer] = {}
         self._schedulers: dict[str, _Scheduled] = {}
+        self._scaler_stepped = False
 
     # -- what a method implements ---------------------------------------------------------
 
@@ -180,10 +193,15 @@ class Method(nn.Module):
         for opt in chosen:
             if scaler is not None:
                 scaler.step(opt)
+                self._scaler_stepped = True
             else:
                 opt.step()
-        if scaler is not None:
-            scaler.update()
+
+    def end_step(self) -> None:
+        """Called by the engine after each ``update``: one grad-scaler update per iteration (fp16)."""
+        if self._scaler_stepped and self.ctx.precision.scaler is not None:
+            self.ctx.precision.scaler.update()
+        self._scaler_stepped = False
 
     def step_schedulers(self, interval: Literal["step", "epoch"]) -> None:
         """Called by the engine after each step and each epoch."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,11 +54,21 @@ _loaded = False
 _records: dict[str, PluginRecord] = {}
 
 
+def canonical(name: str) -> str:
+    """Distribution names compare as PyPI does: case-insensitive, ``-``, ``_`` and ``.`` alike."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def _allow_list() -> set[str] | None:
     value = os.environ.get("ROBUST_LOAD_PLUGINS")
     if value is None:
         return None
-    return {item.strip() for item in value.split(",") if item.strip()}
+    items = {item.strip() for item in value.split(",") if item.strip()}
+    return items | {canonical(item) for item in items}
 
 
 def load_plugins() -> None:
@@ -71,15 +82,19 @@ def load_plugins() -> None:
         if pm.get_plugin(module_name) is None:
             pm.register(module, name=module_name)
         _records[module_name] = PluginRecord(module_name, "robust-core", _version("robust-core"), True)
-    if os.environ.get("ROBUST_DISABLE_PLUGIN_AUTOLOAD"):
+    if _env_flag("ROBUST_DISABLE_PLUGIN_AUTOLOAD"):
         _finish()
         return
     allowed = _allow_list()
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist_name = ep.dist.name if ep.dist is not None else None
-        if allowed is not None and ep.name not in allowed and dist_name not in allowed:
+        if allowed is not None and ep.name not in allowed and canonical(dist_name or "") not in allowed:
             continue
-        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+        if pm.is_blocked(ep.name):
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            owner = _records[ep.name].distribution if ep.name in _records else "another plugin"
+            note_error(ep.name, f"entry point name {ep.name!r} of {dist_name} is already used by {owner}; not loaded")
             continue
         version = ep.dist.version if ep.dist is not None else None
         try:
@@ -94,7 +109,7 @@ def load_plugins() -> None:
 
 def _finish() -> None:
     pm.check_pending()
-    if os.environ.get("ROBUST_TRACE_PLUGINS"):
+    if _env_flag("ROBUST_TRACE_PLUGINS"):
         _install_tracing()
 
 
@@ -124,8 +139,8 @@ def call_each(hook_name: str, make_kwargs: Callable[[str], dict[str, Any]]) -> N
     Registration hooks go through here, not ``pm.hook``: one broken plugin is recorded as broken
     and the others still register. Calls are traced like pluggy's when ``ROBUST_TRACE_PLUGINS`` is set.
     """
-    tracing = bool(os.environ.get("ROBUST_TRACE_PLUGINS"))
-    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):  # built-ins (registered first) first
+    tracing = _env_flag("ROBUST_TRACE_PLUGINS")
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():  # registration order: built-ins first
         kwargs = make_kwargs(impl.plugin_name)
         if tracing:
             print(f"robust: hook {hook_name}({', '.join(kwargs)}) -> [{impl.plugin_name}]", file=sys.stderr)
