@@ -1,0 +1,170 @@
+"""synthetic-waterbirds: Waterbirds (Sagawa et al. 2020) re-created procedurally, no download.
+
+The label is the bird's body plan (landbird 0 / waterbird 1, :mod:`robust_datasets.birds`);
+the spurious attribute is the place it is pasted on (land 0 / water 1,
+:mod:`robust_datasets.backgrounds`). Training group counts are the real dataset's
+(3498 / 184 / 56 / 1057 for landbird-land, landbird-water, waterbird-land, waterbird-water,
+so 95 % of birds sit on their own habitat); val and test keep the real class totals with half
+of each class on each place, so that worst-group accuracy is measured on every group. All counts
+scale with ``scale``. The background is the easy feature and the shape the harder one: ERM
+learns the background and fails on birds in the other habitat. Each image comes with its
+foreground mask and the tight bounding box of that mask, for methods that use annotations.
+
+Importing this module does not import torch (``robust info`` reads the options); ``load`` does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import Field
+
+from robust.config import DatasetConfig
+from robust_datasets import backgrounds, birds
+from robust_datasets.cache import load_or_generate
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from robust.data import DatasetBundle
+
+NAME = "synthetic-waterbirds"
+FORMAT_VERSION = 1  # bump whenever the generator's output changes, so old caches are not read
+
+CLASS_NAMES = ["landbird", "waterbird"]
+PLACE_NAMES = ["land", "water"]
+GROUP_NAMES = [f"{bird}_{place}" for bird in CLASS_NAMES for place in PLACE_NAMES]  # g = 2 * y + place
+TRAIN_GROUP_COUNTS = (3498, 184, 56, 1057)  # the real Waterbirds training set
+VAL_CLASS_COUNTS = (933, 266)  # real val and test class totals; each class is split evenly by place
+TEST_CLASS_COUNTS = (4510, 1284)
+SPLITS = ("train", "val", "test")
+CHUNK = 256  # images generated at once: temporaries stay in the CPU cache
+PIXEL_NOISE = 4.0  # std of the (uniform) per-pixel noise on the final image, in grey levels
+
+
+class SyntheticWaterbirdsConfig(DatasetConfig):
+    """Options of synthetic-waterbirds."""
+
+    scale: float = Field(
+        1.0,
+        gt=0,
+        le=20,
+        description="Multiplies every group count (1.0: 4795 train, 1199 val, 5794 test images, as the real dataset).",
+    )
+    image_size: int = Field(64, ge=32, le=256, description="Side of the square images, in pixels.")
+    seed: int = Field(0, ge=0, description="Seed of the generated data; independent of the training seed.")
+
+
+def group_counts(split: str, scale: float) -> list[int]:
+    """Images per group ``[landbird_land, landbird_water, waterbird_land, waterbird_water]``.
+
+    Rounded, and at least 1 per group, so a small ``scale`` still has every group.
+    """
+    if split == "train":
+        return [max(1, round(count * scale)) for count in TRAIN_GROUP_COUNTS]
+    if split not in ("val", "test"):
+        raise ValueError(f"unknown split {split!r}")
+    counts = []
+    for total in VAL_CLASS_COUNTS if split == "val" else TEST_CLASS_COUNTS:
+        scaled = max(2, round(total * scale))
+        counts += [scaled - scaled // 2, scaled // 2]  # land gets the odd one, as 467 / 466 in the real val
+    return counts
+
+
+def generate(config: SyntheticWaterbirdsConfig) -> dict[str, np.ndarray]:
+    """Every split as arrays ``{split}.images`` (uint8 N,3,S,S), ``.masks`` (packed bits), ``.labels``, ``.place``."""
+    size = config.image_size
+    arrays: dict[str, np.ndarray] = {}
+    for index, split in enumerate(SPLITS):
+        rng = np.random.default_rng([config.seed, index])  # one stream per split
+        groups = np.repeat(np.arange(4), group_counts(split, config.scale))
+        groups = groups[rng.permutation(len(groups))]
+        labels, place = groups // 2, groups % 2
+        images = np.empty((len(groups), 3, size, size), dtype=np.uint8)
+        masks = np.empty((len(groups), size, size), dtype=bool)
+        for start in range(0, len(groups), CHUNK):
+            part = slice(start, start + CHUNK)
+            images[part], masks[part] = _render(labels[part], place[part], size, rng)
+        arrays[f"{split}.images"] = images
+        arrays[f"{split}.masks"] = np.packbits(masks, axis=-1)  # 8x smaller cache file
+        arrays[f"{split}.labels"] = labels.astype(np.int64)
+        arrays[f"{split}.place"] = place.astype(np.int64)
+    return arrays
+
+
+def _render(
+    labels: np.ndarray, place: np.ndarray, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(n, 3, S, S)`` uint8 and foreground masks ``(n, S, S)`` bool for one chunk."""
+    n = len(labels)
+    image = np.empty((n, 3, size, size), dtype=np.float32)
+    on_water = place == 1
+    image[~on_water] = backgrounds.land(int((~on_water).sum()), size, rng)
+    image[on_water] = backgrounds.water(int(on_water.sum()), size, rng)
+    image = backgrounds.add_clutter(image, birds.PLUMAGE, rng)
+    parts = birds.draw_part_maps(labels, rng, size)
+    colors = birds.part_colors(n, rng)  # (n, parts, 3)
+    mask = parts > 0
+    index, ys, xs = np.nonzero(mask)  # paint only the bird's pixels (a tenth of the image)
+    painted = colors[index, parts[index, ys, xs]]  # (pixels, 3)
+    for channel in range(3):
+        image[index, channel, ys, xs] = painted[:, channel]
+    noise = rng.random(size=image.shape, dtype=np.float32)  # uniform: 4x cheaper than Gaussian draws
+    image += (noise - 0.5) * (PIXEL_NOISE * 12**0.5) + 0.5  # + 0.5: truncation then rounds to nearest
+    np.clip(image, 0, 255, out=image)
+    return image.astype(np.uint8), mask
+
+
+def bounding_boxes(masks: np.ndarray) -> np.ndarray:
+    """Tight boxes ``(N, 4)`` int64 as ``x0, y0, x1, y1`` (end exclusive) around ``(N, H, W)`` masks.
+
+    A mask with no foreground gets the whole image (never happens for generated birds).
+    """
+    _, height, width = masks.shape
+    cols, rows = masks.any(axis=1), masks.any(axis=2)
+    empty = ~cols.any(axis=1)
+    x0 = np.where(empty, 0, cols.argmax(axis=1))
+    x1 = np.where(empty, width, width - cols[:, ::-1].argmax(axis=1))
+    y0 = np.where(empty, 0, rows.argmax(axis=1))
+    y1 = np.where(empty, height, height - rows[:, ::-1].argmax(axis=1))
+    return np.stack([x0, y0, x1, y1], axis=1).astype(np.int64)
+
+
+def load(config: SyntheticWaterbirdsConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
+    """The dataset, generated on first use and cached under ``data_root / "synthetic-waterbirds"``."""
+    import torch
+
+    from robust.data import ArraySplit, DatasetBundle, DatasetInfo
+
+    if not isinstance(config, SyntheticWaterbirdsConfig):
+        config = SyntheticWaterbirdsConfig.model_validate(config)
+    size = config.image_size
+    arrays = load_or_generate(
+        Path(data_root) / NAME, NAME, config.model_dump(mode="json"), FORMAT_VERSION, lambda: generate(config)
+    )
+    splits = {}
+    for split in SPLITS:
+        masks = np.unpackbits(arrays[f"{split}.masks"], axis=-1, count=size).astype(bool)
+        labels = torch.from_numpy(arrays[f"{split}.labels"])
+        place = torch.from_numpy(arrays[f"{split}.place"])
+        splits[split] = ArraySplit(
+            labels=labels,
+            groups=labels * 2 + place,
+            bias=place,
+            bboxes=torch.from_numpy(bounding_boxes(masks)),
+            images=torch.from_numpy(arrays[f"{split}.images"]),
+            masks=torch.from_numpy(masks.astype(np.uint8) * 255)[:, None],
+        )
+    info = DatasetInfo(
+        name=NAME,
+        num_classes=2,
+        input_shape=(3, size, size),
+        class_names=list(CLASS_NAMES),
+        group_names=list(GROUP_NAMES),
+        bias_names=list(PLACE_NAMES),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        train_augment="flip",
+        has_masks=True,
+    )
+    return DatasetBundle(info=info, splits=splits)
