@@ -156,10 +156,16 @@ class DatasetInfo:
 
 @dataclass
 class DatasetBundle:
-    """A dataset's metadata and splits (``train``, ``val``, ``test`` and any extra test sets)."""
+    """A dataset's metadata and splits (``train``, ``val``, ``test`` and any extra test sets).
+
+    ``aux`` holds splits that are not evaluated, such as the small clean meta set that
+    meta-learning methods (CLP, Meta-Weight-Net) draw from; methods reach them as
+    ``ctx.data.aux["meta"]``.
+    """
 
     info: DatasetInfo
     splits: dict[str, Split]
+    aux: dict[str, Split] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [s for s in ("train", "val", "test") if s not in self.splits]
@@ -167,7 +173,7 @@ class DatasetBundle:
             raise DataError(
                 f"Dataset {self.info.name!r} has no {', '.join(missing)} split; every dataset needs train, val and test."
             )
-        for name, split in self.splits.items():
+        for name, split in {**self.splits, **self.aux}.items():
             split.validate(name)  # type: ignore[attr-defined]
         train = self.splits["train"]
         if not self.info.train_group_counts and train.groups is not None:

@@ -1,0 +1,144 @@
+"""Splits backed by image files: decoded with PIL, resized to the model's input size.
+
+Small splits are decoded once into an :class:`ArraySplit` (then batched on the device); large ones
+stay an :class:`ImageFileSplit` that DataLoader workers decode batch by batch. A corrupt or
+unreadable file is a ``DataError`` naming the file, never a PIL traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from robust.data import ArraySplit, StreamSplit
+from robust.errors import DataError
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Optional centre crop to a square of ``center_crop`` pixels, then resize to ``size`` x ``size``.
+
+    CelebA's protocol (group_DRO) is ``center_crop=178`` then 224; most datasets just resize.
+    """
+
+    size: int
+    center_crop: int | None = None
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if self.center_crop is not None:
+            w, h = image.size
+            side = min(self.center_crop, w, h)
+            left, top = (w - side) // 2, (h - side) // 2
+            image = image.crop((left, top, left + side, top + side))
+        if image.size != (self.size, self.size):
+            image = image.resize((self.size, self.size), Image.BILINEAR)
+        return image
+
+
+def decode_image(path: Path, resize: Resize, mode: str = "RGB") -> np.ndarray:
+    """``path`` as uint8 ``(H, W, C)`` after ``resize``."""
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(resize(image.convert(mode)), dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(
+            f"Image file {str(path)!r} is missing. Re-extract the dataset, or run `robust data verify` to list every missing file."
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(
+            f"Image file {str(path)!r} is corrupt or not an image ({exc}). Replace it from the original archive; `robust data verify` lists every bad file."
+        ) from None
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def decode_mask(path: Path, resize: Resize) -> np.ndarray:
+    """A foreground mask file as uint8 ``(H, W)``: 255 where any channel is non-zero after resizing."""
+    array = decode_image(path, resize, mode="RGB")
+    return np.where(array.max(axis=2) > 0, 255, 0).astype(np.uint8)
+
+
+def mask_bbox(mask: np.ndarray) -> list[int]:
+    """Tight box ``x0, y0, x1, y1`` (end exclusive) of a non-empty mask; the whole image if empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return [0, 0, mask.shape[1], mask.shape[0]]
+    return [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
+
+
+class ImageFileSplit(StreamSplit):
+    """A split whose images are files; masks, when given, are files too (``None`` for images without one)."""
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        labels: Tensor,
+        resize: Resize,
+        *,
+        groups: Tensor | None = None,
+        bias: Tensor | None = None,
+        mask_paths: Sequence[Path | None] | None = None,
+        bboxes: Tensor | None = None,
+        mode: str = "RGB",
+    ) -> None:
+        super().__init__(labels=labels, groups=groups, bias=bias, bboxes=bboxes)
+        self.paths = [Path(p) for p in paths]
+        self.mask_paths = list(mask_paths) if mask_paths is not None else None
+        self.resize = resize
+        self.mode = mode
+        if len(self.paths) != len(labels):
+            raise DataError(
+                f"{len(self.paths)} image paths but {len(labels)} labels; the metadata and the file list disagree."
+            )
+
+    def read(self, index: int) -> tuple[Tensor, Tensor | None]:
+        image = torch.from_numpy(decode_image(self.paths[index], self.resize, self.mode)).permute(2, 0, 1).contiguous()
+        mask = None
+        if self.mask_paths is not None:
+            mask_path = self.mask_paths[index]
+            side = self.resize.size
+            array = (
+                decode_mask(mask_path, self.resize) if mask_path is not None else np.full((side, side), 255, np.uint8)
+            )
+            mask = torch.from_numpy(array)[None]
+        return image, mask
+
+    @property
+    def decoded_nbytes(self) -> int:
+        channels = 1 if self.mode == "L" else 3
+        per_image = self.resize.size**2 * (channels + (1 if self.mask_paths is not None else 0))
+        return per_image * len(self)
+
+    def load(self, threads: int = 8) -> ArraySplit:
+        """Decode every image (PIL releases the GIL while decoding, so threads help) into an ArraySplit.
+
+        With masks, boxes are derived from the resized masks (tight box around the foreground).
+        """
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            items = list(pool.map(self.read, range(len(self))))
+        images = (
+            torch.stack([image for image, _ in items])
+            if items
+            else torch.empty(0, 3, self.resize.size, self.resize.size, dtype=torch.uint8)
+        )
+        masks = torch.stack([mask for _, mask in items]) if self.mask_paths is not None and items else None
+        bboxes = self.bboxes
+        if masks is not None and bboxes is None:
+            bboxes = torch.tensor([mask_bbox(m[0].numpy()) for m in masks], dtype=torch.long)
+        return ArraySplit(
+            labels=self.labels, groups=self.groups, bias=self.bias, bboxes=bboxes, images=images, masks=masks
+        )
+
+
+def in_memory(split: ImageFileSplit, policy: str, limit_gb: float) -> ArraySplit | ImageFileSplit:
+    """Decode ``split`` into memory when the policy (``auto|yes|no``) and the size limit say so."""
+    if policy == "yes" or (policy == "auto" and split.decoded_nbytes <= limit_gb * 2**30):
+        return split.load()
+    return split

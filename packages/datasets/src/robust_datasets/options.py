@@ -1,0 +1,22 @@
+"""Options every on-disk image dataset shares. Torch-free."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from robust.config import DatasetConfig
+
+
+class ImageDatasetConfig(DatasetConfig):
+    """Where the files are, the size images are decoded to, and whether the split is held in memory."""
+
+    root: str | None = Field(
+        None, description="The dataset's own folder (default: DATA_ROOT/<dataset folder>, see `robust info`)."
+    )
+    image_size: int = Field(224, ge=8, le=1024, description="Side of the square images the model sees, in pixels.")
+    in_memory: Literal["auto", "yes", "no"] = Field(
+        "auto", description="Decode every image once and hold the split in memory (auto: when under memory_limit_gb)."
+    )
+    memory_limit_gb: float = Field(4.0, gt=0, description="Largest decoded split held in memory under in_memory=auto.")
