@@ -4,8 +4,9 @@ Times ``robust --help``, ``robust list`` and ``robust list --json`` as fresh sub
 ``python -m robust ...`` (with this interpreter) and through the ``robust`` console script when
 one is found (on PATH, else next to this interpreter). Each command runs once untimed (to warm
 the file cache), then ``--repeats`` times; the median and the minimum wall time are printed
-beside the target (< 0.3 s). Then ``python -X importtime -m robust list`` tells whether torch was
-imported, and which imports cost the most.
+beside the target (< 0.3 s), with a bare ``python -c pass`` as the baseline. Then
+``python -X importtime -m robust list`` tells whether torch was imported, and which imports cost
+the most.
 
     python benchmarks/cli_startup.py [--repeats 10] [--target 0.3]
 """
@@ -101,6 +102,8 @@ def main() -> None:
             worst = max(worst, median)
             verdict = "ok" if median < args.target else "OVER"
             print(f"{label + ' ' + ' '.join(command):<40} {median:>9.3f} {best:>8.3f}  {verdict}")
+    base = time_command([sys.executable, "-c", "pass"], args.repeats)
+    print(f"{'(baseline: python -c pass)':<40} {statistics.median(base):>9.3f} {min(base):>8.3f}")
     if hasattr(os, "getloadavg"):
         print("load average after:  {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 

@@ -45,6 +45,7 @@ from robust import hookimpl
 from robust.data import ArraySplit, DatasetBundle, DatasetInfo
 from robust.device import resolve_device
 from robust.engine import Run
+from robust.errors import RobustError
 from robust.plugins import load_plugins, pm
 from robust.registry import get_registry, reset_registry
 from robust.resolve import resolve_run_config
@@ -301,7 +302,10 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except RobustError as exc:
+        raise SystemExit(f"error: {exc.message}") from None
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the engine's seed_everything sets it; give the hand loop the same
     started_all = time.perf_counter()
@@ -384,6 +388,10 @@ def main() -> None:
           f"medians with setup included: {with_setup:.3f}")
     print("  (other processes on the machine slow either side at random: the minima and the CPU times are the "
           "figures least disturbed by them)")
+    spread = max(max(t) / min(t) for t in (hand_times, engine_times))
+    if spread > 1.10:
+        print(f"  WARNING: one side's timings vary by {100 * (spread - 1):.0f} % between repeats: something else "
+              "was using the CPU. Trust the ratio of minima more, or rerun on a quiet machine / with more --repeats.")
     print(f"same work check (last repeat, last epoch): train loss hand {hand_result['train/loss']:.5f} "
           f"engine {engine_result['train/loss']:.5f}; val acc hand {hand_result['val/avg_acc']:.4f} "
           f"engine {engine_result['val/avg_acc']:.4f}; test acc hand {hand_result['test/avg_acc']:.4f} "

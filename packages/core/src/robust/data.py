@@ -119,6 +119,9 @@ class StreamSplit(Split):
     and must be picklable (DataLoader workers). Labels, groups and bias stay tensors.
     """
 
+    #: Set to cap DataLoader workers for this split (0: read in the main process, e.g. an HDF5 cache).
+    preferred_workers: int | None = None
+
     def read(self, index: int) -> tuple[Tensor, Tensor | None]:  # pragma: no cover - interface
         raise NotImplementedError
 

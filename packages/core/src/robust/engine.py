@@ -9,6 +9,7 @@ on a non-finite loss, fires the lifecycle hooks and writes the run directory.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Iterator
 from importlib import metadata
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
+from robust.atomic import atomic_write
 from robust.checkpoint import load_checkpoint, save_checkpoint
 from robust.data import Batch, DatasetBundle
 from robust.device import resolve_device, resolve_precision
@@ -299,7 +301,8 @@ class Run:
             already = bool(self.history) and self.history[-1]["step"] == self.state["global_step"]
             if phase.evaluate and (due or finished) and not already:
                 self._evaluate(phase, _means(sums, count))
-            self._checkpoint()
+            if not finished:  # the end of the phase is checkpointed by fit(), once
+                self._checkpoint()
         self.progress.remove_task(task)
 
     def _check_finite(self, sums: dict[str, Tensor], count: int, phase: Phase) -> None:
@@ -361,9 +364,11 @@ class Run:
         self.history.append(record)
         self.run_dir.write_history(self.history)
         improved = self.selector.update(record)
-        if self.train_config.keep_best:
-            for rule in improved:
-                save_checkpoint(self.run_dir.best_path(rule), {"modules": self.method.state_dict(), "record": record})
+        if self.train_config.keep_best and improved:
+            first = self.run_dir.best_path(improved[0])
+            save_checkpoint(first, {"modules": self.method.state_dict(), "record": record})
+            for rule in improved[1:]:  # the same weights: copy the file rather than serialise again
+                atomic_write(self.run_dir.best_path(rule), lambda tmp: shutil.copyfile(first, tmp))
         pm.hook.on_evaluation(run=self, record=record)
         return record
 

@@ -70,7 +70,9 @@ class BatchLoader:
         self.batch_size = batch_size
         self.augmentation = augmentation
         self.expose_groups = expose_groups
-        self.num_workers = num_workers
+        # A split that is cheap to read (an HDF5 cache) may ask for fewer workers than the default.
+        preferred = getattr(split, "preferred_workers", None)
+        self.num_workers = num_workers if preferred is None else min(num_workers, preferred)
         self.resident = fits_on_device(split, device, data_on_device)
         channels = info.input_shape[0]
         self.mean = torch.tensor(info.mean, device=device, dtype=torch.float32).view(1, channels, 1, 1)
@@ -121,11 +123,11 @@ class BatchLoader:
             yield from self._stream_batches(chunks, generator)
 
     def _array_batch(self, chunk: Tensor, generator: torch.Generator | None) -> Batch:
-        source = self.images.device
-        idx = chunk.to(source, non_blocking=True)
+        index = chunk.to(self.device, non_blocking=True)
+        idx = index if self.resident else chunk
         images = self.images[idx].to(self.device, non_blocking=True)
         masks = self.masks[idx].to(self.device, non_blocking=True) if self.masks is not None else None
-        return self._finish(chunk.to(self.device, non_blocking=True), images, masks, generator)
+        return self._finish(index, images, masks, generator)
 
     def _stream_batches(self, chunks: list[Tensor], generator: torch.Generator | None) -> Iterator[Batch]:
         if not chunks:
@@ -149,7 +151,7 @@ class BatchLoader:
         bbox = self.bboxes[index] if self.bboxes is not None else None
         if generator is not None and self.augmentation != "none":
             x, mask, bbox = augment(self.augmentation, x, mask, bbox, generator)
-        x = (x - self.mean) / self.std
+        x = x.sub_(self.mean).div_(self.std)  # in place: no extra full-batch float tensors
         return Batch(
             x=x,
             y=self.labels[index],

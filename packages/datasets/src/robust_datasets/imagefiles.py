@@ -46,7 +46,7 @@ def decode_image(path: Path, resize: Resize, mode: str = "RGB") -> np.ndarray:
     """``path`` as uint8 ``(H, W, C)`` after ``resize``."""
     try:
         with Image.open(path) as image:
-            array = np.asarray(resize(image.convert(mode)), dtype=np.uint8)
+            array = np.array(resize(image.convert(mode)), dtype=np.uint8)  # writable: torch.from_numpy needs it
     except FileNotFoundError:
         raise DataError(
             f"Image file {str(path)!r} is missing. Re-extract the dataset, or run `robust data verify` to list every missing file."
@@ -104,9 +104,8 @@ class ImageFileSplit(StreamSplit):
         if self.mask_paths is not None:
             mask_path = self.mask_paths[index]
             side = self.resize.size
-            array = (
-                decode_mask(mask_path, self.resize) if mask_path is not None else np.full((side, side), 255, np.uint8)
-            )
+            # No mask file: no foreground is known, so the mask is empty (methods skip such samples).
+            array = decode_mask(mask_path, self.resize) if mask_path is not None else np.zeros((side, side), np.uint8)
             mask = torch.from_numpy(array)[None]
         return image, mask
 
