@@ -51,13 +51,16 @@ def import_report(top: int) -> tuple[bool, list[tuple[int, str]], list[tuple[int
     self times, both in µs, and the torch modules imported)."""
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "robust", "list"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     rows: list[tuple[int, int, str]] = []
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
-        parts = line[len("import time:"):].split("|")
+        parts = line[len("import time:") :].split("|")
         if len(parts) != 3:
             continue
         try:
@@ -119,7 +122,9 @@ def main() -> None:
     for us, name in by_self:
         print(f"    {us / 1000:8.1f} ms  {name}")
     print()
-    print(f"slowest median: {worst:.3f} s -> {'meets' if worst < args.target else 'MISSES'} the < {args.target:g} s target")
+    print(
+        f"slowest median: {worst:.3f} s -> {'meets' if worst < args.target else 'MISSES'} the < {args.target:g} s target"
+    )
 
 
 if __name__ == "__main__":

@@ -71,7 +71,11 @@ def make_split(n: int, size: int, seed: int) -> ArraySplit:
 
 
 def make_splits(n_train: int, n_eval: int, size: int) -> dict[str, ArraySplit]:
-    return {"train": make_split(n_train, size, 1), "val": make_split(n_eval, size, 2), "test": make_split(n_eval, size, 3)}
+    return {
+        "train": make_split(n_train, size, 1),
+        "val": make_split(n_eval, size, 2),
+        "test": make_split(n_eval, size, 3),
+    }
 
 
 def make_info(size: int) -> DatasetInfo:
@@ -150,8 +154,9 @@ def hand_setup(splits: dict[str, ArraySplit], width: int, size: int, device: tor
     return HandState(model, optimizer, data, mean, std)
 
 
-def hand_loop(state: HandState, epochs: int, batch_size: int, device: torch.device,
-              max_steps: int | None = None) -> dict[str, float]:
+def hand_loop(
+    state: HandState, epochs: int, batch_size: int, device: torch.device, max_steps: int | None = None
+) -> dict[str, float]:
     """What a careful user writes: device-resident uint8 data, per-epoch randperm, gather by index,
     /255, normalise, forward, CE, backward, step; then argmax accuracy on val and test."""
     model, optimizer, mean, std = state.model, state.optimizer, state.mean, state.std
@@ -202,8 +207,14 @@ def hand_loop(state: HandState, epochs: int, batch_size: int, device: torch.devi
 
 def engine_setup(out: Path, args: argparse.Namespace, device: torch.device, steps: int | None = None) -> Run:
     sets = [
-        f"lr={LR}", f"momentum={MOMENTUM}", f"weight_decay={WEIGHT_DECAY}", "optimizer=sgd", "schedule=constant",
-        f"train.batch_size={args.batch_size}", f"train.eval_batch_size={EVAL_BATCH_SIZE}", "train.amp=off",
+        f"lr={LR}",
+        f"momentum={MOMENTUM}",
+        f"weight_decay={WEIGHT_DECAY}",
+        "optimizer=sgd",
+        "schedule=constant",
+        f"train.batch_size={args.batch_size}",
+        f"train.eval_batch_size={EVAL_BATCH_SIZE}",
+        "train.amp=off",
         f"model.width={args.width}",
     ]
     flags = {"epochs": args.epochs, "steps": steps, "seed": SEED, "device": str(device)}
@@ -217,8 +228,12 @@ def engine_fit(run: Run, device: torch.device) -> dict[str, float]:
     summary = run.fit()
     sync(device)
     last = run.history[-1]["metrics"]
-    return {"train/loss": last["train/loss"], "val/avg_acc": last["val/avg_acc"],
-            "test/avg_acc": last["test/avg_acc"], "steps": summary["train"]["steps"]}
+    return {
+        "train/loss": last["train/loss"],
+        "val/avg_acc": last["val/avg_acc"],
+        "test/avg_acc": last["test/avg_acc"],
+        "steps": summary["train"]["steps"],
+    }
 
 
 # -- measuring ---------------------------------------------------------------------------------------
@@ -239,7 +254,11 @@ cpu_seconds = 0.0
 
 # Work only the engine does, as (label, file suffix, function name) of the cProfile entries.
 ENGINE_ONLY = [
-    ("checkpoints: last.pt every epoch + best-model .pt (torch.save, fsync)", "robust/checkpoint.py", "save_checkpoint"),
+    (
+        "checkpoints: last.pt every epoch + best-model .pt (torch.save, fsync)",
+        "robust/checkpoint.py",
+        "save_checkpoint",
+    ),
     ("history.h5 rewritten after each evaluation", "robust/results.py", "write_history"),
     ("metrics: accuracy_metrics on val and test", "robust/metrics.py", "accuracy_metrics"),
     ("summary.json", "robust/results.py", "write_summary"),
@@ -268,7 +287,7 @@ def profile_both(args, splits, device, root: Path) -> None:
             stream = io.StringIO()
             pstats.Stats(profiler, stream=stream).sort_stats(order).print_stats(args.profile_top)
             table = stream.getvalue()
-            table = table[table.index("   ncalls"):] if "   ncalls" in table else table
+            table = table[table.index("   ncalls") :] if "   ncalls" in table else table
             print(f"\n=== cProfile, {label}: {total:.2f} s under the profiler; top {args.profile_top} by {order} ===")
             print(table.rstrip())
         if label == "engine":
@@ -292,12 +311,16 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=4096, help="Training images (default 4096).")
     parser.add_argument("--n-eval", type=int, default=1024, help="Images in val and in test each (default 1024).")
     parser.add_argument("--image-size", type=int, default=32, help="Images are 3 x SIZE x SIZE (default 32).")
-    parser.add_argument("--width", type=int, default=16, help="cnn model.width (default 16; the model's own default is 32).")
+    parser.add_argument(
+        "--width", type=int, default=16, help="cnn model.width (default 16; the model's own default is 32)."
+    )
     parser.add_argument("--batch-size", type=int, default=128, help="Training batch size (default 128).")
     parser.add_argument("--warmup-steps", type=int, default=3, help="Untimed warm-up steps of each side (default 3).")
     parser.add_argument("--target", type=float, default=1.05, help="Target engine/hand ratio (default 1.05).")
     parser.add_argument("--tmp-dir", help="Where the engine's run directories go (default: the system temp dir).")
-    parser.add_argument("--profile", action="store_true", help="After timing, cProfile one engine fit and one hand loop.")
+    parser.add_argument(
+        "--profile", action="store_true", help="After timing, cProfile one engine fit and one hand loop."
+    )
     parser.add_argument("--profile-top", type=int, default=30, help="Rows of each profile table (default 30).")
     args = parser.parse_args()
 
@@ -315,28 +338,42 @@ def main() -> None:
     total_steps = steps_per_epoch * args.epochs
 
     print("engine overhead: robust's Run.fit() vs a hand-written PyTorch loop")
-    print(f"torch {torch.__version__}, device {device}, torch threads {torch.get_num_threads()}, "
-          f"cpu count {os.cpu_count()}")
+    print(
+        f"torch {torch.__version__}, device {device}, torch threads {torch.get_num_threads()}, "
+        f"cpu count {os.cpu_count()}"
+    )
     if hasattr(os, "getloadavg"):
         print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-    print(f"data: random uint8 3x{args.image_size}x{args.image_size}, {NUM_CLASSES} classes, train {args.n_train}, "
-          f"val {args.n_eval}, test {args.n_eval}; held on the device; no augmentation")
+    print(
+        f"data: random uint8 3x{args.image_size}x{args.image_size}, {NUM_CLASSES} classes, train {args.n_train}, "
+        f"val {args.n_eval}, test {args.n_eval}; held on the device; no augmentation"
+    )
     print(f"model: registry 'cnn' (width {args.width}, depth 4), same seed -> same initial weights on both sides")
-    print(f"training: ERM, SGD lr {LR} momentum {MOMENTUM} weight decay {WEIGHT_DECAY}, mean CE, fp32, "
-          f"batch {args.batch_size}, {args.epochs} epochs x {steps_per_epoch} steps = {total_steps} steps, "
-          "same sample order on both sides")
-    print(f"each epoch, both sides: train, then argmax accuracy on val and test (eval batch {EVAL_BATCH_SIZE}, "
-          "model.eval(), no grad)")
+    print(
+        f"training: ERM, SGD lr {LR} momentum {MOMENTUM} weight decay {WEIGHT_DECAY}, mean CE, fp32, "
+        f"batch {args.batch_size}, {args.epochs} epochs x {steps_per_epoch} steps = {total_steps} steps, "
+        "same sample order on both sides"
+    )
+    print(
+        f"each epoch, both sides: train, then argmax accuracy on val and test (eval batch {EVAL_BATCH_SIZE}, "
+        "model.eval(), no grad)"
+    )
     print("  hand   also: F.cross_entropy (mean); one loss.item() per epoch; nothing written to disk")
-    print("  engine also: per-sample CE then .mean(); loss kept per step and checked finite every 25 steps; all "
-          "its metrics (class, group, bias) on val and test; history.h5 rewritten after each evaluation; "
-          "checkpoints/last.pt after every epoch and at the end; a best-model checkpoint per val rule that "
-          "improved; summary.json (config.json is written in setup)")
-    print("timed: hand = the loop (all epochs + evaluations); engine = Run.fit(). Setup is excluded from the "
-          "ratio and shown apart (engine: resolve_run_config + Run(); hand: model + optimiser + data to device).")
+    print(
+        "  engine also: per-sample CE then .mean(); loss kept per step and checked finite every 25 steps; all "
+        "its metrics (class, group, bias) on val and test; history.h5 rewritten after each evaluation; "
+        "checkpoints/last.pt after every epoch and at the end; a best-model checkpoint per val rule that "
+        "improved; summary.json (config.json is written in setup)"
+    )
+    print(
+        "timed: hand = the loop (all epochs + evaluations); engine = Run.fit(). Setup is excluded from the "
+        "ratio and shown apart (engine: resolve_run_config + Run(); hand: model + optimiser + data to device)."
+    )
     print(f"engine run directories: under {args.tmp_dir or tempfile.gettempdir()} (deleted at the end)")
-    print(f"order: 1 untimed warm-up of each side ({args.warmup_steps} steps + 1 evaluation), then "
-          f"{args.repeats} x (hand, engine)")
+    print(
+        f"order: 1 untimed warm-up of each side ({args.warmup_steps} steps + 1 evaluation), then "
+        f"{args.repeats} x (hand, engine)"
+    )
     print()
 
     hand_times, engine_times, hand_setups, engine_setups, hand_cpu, engine_cpu = [], [], [], [], [], []
@@ -359,9 +396,12 @@ def main() -> None:
                 engine_cpu.append(cpu_seconds)
                 engine_setups.append(setup_s)
                 engine_times.append(fit_s)
-                print(f"repeat {repeat + 1}: hand {loop_s:7.2f} s (cpu {hand_cpu[-1]:6.2f} s, setup "
-                      f"{hand_setups[-1]:.3f} s)   engine {fit_s:7.2f} s (cpu {engine_cpu[-1]:6.2f} s, setup "
-                      f"{setup_s:.3f} s)   ratio {fit_s / loop_s:.3f}", flush=True)
+                print(
+                    f"repeat {repeat + 1}: hand {loop_s:7.2f} s (cpu {hand_cpu[-1]:6.2f} s, setup "
+                    f"{hand_setups[-1]:.3f} s)   engine {fit_s:7.2f} s (cpu {engine_cpu[-1]:6.2f} s, setup "
+                    f"{setup_s:.3f} s)   ratio {fit_s / loop_s:.3f}",
+                    flush=True,
+                )
             if args.profile:
                 profile_both(args, splits, device, root)
         finally:
@@ -372,31 +412,47 @@ def main() -> None:
     pair_ratios = [e / h for e, h in zip(engine_times, hand_times, strict=True)]
     print()
     print(f"{'':<8} {'median s':>9} {'min s':>8} {'steps/s':>8} {'cpu s':>8} {'setup s':>8}")
-    for label, times, cpus, setups in (("hand", hand_times, hand_cpu, hand_setups),
-                                       ("engine", engine_times, engine_cpu, engine_setups)):
+    for label, times, cpus, setups in (
+        ("hand", hand_times, hand_cpu, hand_setups),
+        ("engine", engine_times, engine_cpu, engine_setups),
+    ):
         median = statistics.median(times)
-        print(f"{label:<8} {median:>9.2f} {min(times):>8.2f} {total_steps / median:>8.2f} "
-              f"{statistics.median(cpus):>8.2f} {statistics.median(setups):>8.3f}")
-    print("(wall seconds; steps/s = training steps / median wall time, evaluation included; cpu s = median CPU "
-          "seconds of this process, all threads; setup s = median, not in the timed figures)")
+        print(
+            f"{label:<8} {median:>9.2f} {min(times):>8.2f} {total_steps / median:>8.2f} "
+            f"{statistics.median(cpus):>8.2f} {statistics.median(setups):>8.3f}"
+        )
+    print(
+        "(wall seconds; steps/s = training steps / median wall time, evaluation included; cpu s = median CPU "
+        "seconds of this process, all threads; setup s = median, not in the timed figures)"
+    )
     print()
     with_setup = (engine_med + statistics.median(engine_setups)) / (hand_med + statistics.median(hand_setups))
-    print(f"ratio engine/hand (medians of wall time): {ratio:.3f}  target <= {args.target:g}  "
-          f"-> {'meets' if ratio <= args.target else 'MISSES'} it")
-    print(f"  per-pair: {', '.join(f'{r:.3f}' for r in pair_ratios)}; of minima: {min(engine_times) / min(hand_times):.3f}; "
-          f"of median CPU time: {statistics.median(engine_cpu) / statistics.median(hand_cpu):.3f}; "
-          f"medians with setup included: {with_setup:.3f}")
-    print("  (other processes on the machine slow either side at random: the minima and the CPU times are the "
-          "figures least disturbed by them)")
+    print(
+        f"ratio engine/hand (medians of wall time): {ratio:.3f}  target <= {args.target:g}  "
+        f"-> {'meets' if ratio <= args.target else 'MISSES'} it"
+    )
+    print(
+        f"  per-pair: {', '.join(f'{r:.3f}' for r in pair_ratios)}; of minima: {min(engine_times) / min(hand_times):.3f}; "
+        f"of median CPU time: {statistics.median(engine_cpu) / statistics.median(hand_cpu):.3f}; "
+        f"medians with setup included: {with_setup:.3f}"
+    )
+    print(
+        "  (other processes on the machine slow either side at random: the minima and the CPU times are the "
+        "figures least disturbed by them)"
+    )
     spread = max(max(t) / min(t) for t in (hand_times, engine_times))
     if spread > 1.10:
-        print(f"  WARNING: one side's timings vary by {100 * (spread - 1):.0f} % between repeats: something else "
-              "was using the CPU. Trust the ratio of minima more, or rerun on a quiet machine / with more --repeats.")
-    print(f"same work check (last repeat, last epoch): train loss hand {hand_result['train/loss']:.5f} "
-          f"engine {engine_result['train/loss']:.5f}; val acc hand {hand_result['val/avg_acc']:.4f} "
-          f"engine {engine_result['val/avg_acc']:.4f}; test acc hand {hand_result['test/avg_acc']:.4f} "
-          f"engine {engine_result['test/avg_acc']:.4f}; steps hand {hand_result['steps']} "
-          f"engine {engine_result['steps']}")
+        print(
+            f"  WARNING: one side's timings vary by {100 * (spread - 1):.0f} % between repeats: something else "
+            "was using the CPU. Trust the ratio of minima more, or rerun on a quiet machine / with more --repeats."
+        )
+    print(
+        f"same work check (last repeat, last epoch): train loss hand {hand_result['train/loss']:.5f} "
+        f"engine {engine_result['train/loss']:.5f}; val acc hand {hand_result['val/avg_acc']:.4f} "
+        f"engine {engine_result['val/avg_acc']:.4f}; test acc hand {hand_result['test/avg_acc']:.4f} "
+        f"engine {engine_result['test/avg_acc']:.4f}; steps hand {hand_result['steps']} "
+        f"engine {engine_result['steps']}"
+    )
     if hasattr(os, "getloadavg"):
         print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"total wall time of this script: {time.perf_counter() - started_all:.0f} s")
