@@ -26,7 +26,22 @@ from robust_datasets.lff_commands import make_cifar10c_command, make_cmnist_comm
 CACHE_DIR = ".cache"  # = robust_datasets.h5cache.CACHE_DIR (not imported here: that module imports torch)
 OTHER_SECTIONS = ("method", "model", "train")
 # Options that change how images look or are held, never how many there are: expected_counts still apply.
-COUNT_NEUTRAL = frozenset({"root", "image_size", "in_memory", "memory_limit_gb"})
+# Options that change how images look or where files are, never which samples are in which group.
+COUNT_NEUTRAL = frozenset(
+    {
+        "root",
+        "image_size",
+        "in_memory",
+        "memory_limit_gb",
+        "crop_fraction",
+        "center_crop",
+        "train_augment",
+        "masks_dir",
+        "masks",
+        "metadata",
+        "image_dir",
+    }
+)
 
 data_root_option = click.option(
     "--data-root", type=click.Path(file_okay=False), help="Where datasets live (default $ROBUST_DATA)."
