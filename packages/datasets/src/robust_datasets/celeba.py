@@ -36,6 +36,7 @@ import numpy as np
 from pydantic import Field
 
 from robust.errors import DataError
+from robust_datasets.csvfiles import read_csv
 from robust_datasets.h5cache import cached_dataset
 from robust_datasets.imagefiles import ImageFileSplit, Resize, in_memory
 from robust_datasets.missing import missing_dataset
@@ -200,7 +201,7 @@ def read_attributes(path: Path, columns: list[int]) -> tuple[np.ndarray, np.ndar
 def read_partition(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """File names ``(N,)`` and partition codes ``(N,)`` (0 train, 1 val, 2 test)."""
     if path.suffix == ".csv":
-        header, rows = _read_csv(path)
+        header, rows = read_csv(path)
         if header != ["image_id", "partition"]:
             raise _header_error(path, header, "image_id,partition")
         _check_widths(path, rows, 2, first_line=2)
@@ -220,17 +221,6 @@ def read_partition(path: Path) -> tuple[np.ndarray, np.ndarray]:
             "expected 0 (train), 1 (val) or 2 (test)."
         )
     return table[:, 0], codes
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = [name.strip() for name in next(reader, [])]
-            rows = [row for row in reader if row]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"Cannot read {str(path)!r} ({exc}); it should be a CSV file.") from None
-    return header, rows
 
 
 def _check_widths(path: Path, rows: list[list[str]], width: int, first_line: int) -> None:

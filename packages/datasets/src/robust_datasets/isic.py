@@ -27,7 +27,6 @@ RandomResizedCrop(scale 0.7-1) plus flip.
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,6 +35,7 @@ import numpy as np
 from pydantic import Field
 
 from robust.errors import DataError
+from robust_datasets.csvfiles import read_csv
 from robust_datasets.h5cache import cached_dataset
 from robust_datasets.imagefiles import ImageFileSplit, in_memory
 from robust_datasets.missing import missing_dataset
@@ -120,13 +120,7 @@ def _codes(values: list[str], words: dict[str, int], allowed: tuple[int, ...], p
 
 def read_metadata(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """Image names, labels, patches and split codes, in file order."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = [name.strip() for name in next(reader, [])]
-            rows = [row for row in reader if row]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"Cannot read {str(path)!r} ({exc}); it should be a CSV file.") from None
+    header, rows = read_csv(path)
     index = {field: _column(header, field, path) for field in COLUMNS}
     if not rows:
         raise DataError(f"{str(path)!r} has a header but no rows.")

@@ -36,7 +36,6 @@ up front from the masks alone (a pass over the PNGs).
 
 from __future__ import annotations
 
-import csv
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,7 @@ from PIL import Image
 from pydantic import Field
 
 from robust.errors import DataError
+from robust_datasets.csvfiles import read_csv
 from robust_datasets.h5cache import cached_dataset
 from robust_datasets.imagefiles import ImageFileSplit, Resize, decode_image, in_memory, mask_bbox
 from robust_datasets.missing import missing_dataset
@@ -212,18 +212,6 @@ def find_metadata(folder: Path) -> tuple[Path, str]:
         WATERBIRDS_SOURCE,
         detail=f"Not found: {METADATA}.",
     )
-
-
-def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    """Header (stripped) and non-empty rows of a CSV file; an unreadable file is a DataError."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = [name.strip() for name in next(reader, [])]
-            rows = [row for row in reader if row]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"Cannot read {str(path)!r} ({exc}); it should be a UTF-8 CSV file.") from None
-    return header, rows
 
 
 def code_column(values: list[str], path: Path, column: str, allowed: tuple[int, ...]) -> np.ndarray:
