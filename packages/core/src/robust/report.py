@@ -20,6 +20,13 @@ from robust.errors import RunDirError
 from robust.results import SUMMARY
 from robust.selection import LABELS
 
+SHORT_LABELS = {
+    "best_val_worst_group": "val wg",
+    "best_val_worst_class": "val wc",
+    "best_val_avg": "val avg",
+    "last": "last",
+    "oracle_test": "oracle",
+}
 DEFAULT_METRICS = (
     "test/avg_acc",
     "test/worst_group_acc",
@@ -172,16 +179,18 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(
         title=f"{summary['method']} on {summary['dataset']} ({summary['model']}, seed {summary['seed']}): accuracy %"
     )
-    table.add_column("metric")
+    table.add_column("metric", no_wrap=True)
     for rule in rules:
-        table.add_column(
-            LABELS.get(rule, rule) + (" *" if rule == summary.get("default_selection") else ""), justify="right"
-        )
+        marker = " *" if rule == summary.get("default_selection") else ""
+        table.add_column(SHORT_LABELS.get(rule, rule) + marker, justify="right", no_wrap=True)
     for key in keys:
         cells = []
         for rule in rules:
             value = selection[rule]["metrics"].get(key)
             cells.append("-" if value is None else f"{100 * value:.1f}")
         table.add_row(key, *cells)
-    table.caption = "* default selection; oracle reads the test set and is not a fair model selection rule"
+    table.caption = (
+        "columns: best val worst-group / worst-class / average accuracy, last evaluation, oracle (max test "
+        "accuracy: reads the test set, not a fair selection rule); * default selection"
+    )
     return table
