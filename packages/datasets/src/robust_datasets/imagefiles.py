@@ -42,6 +42,30 @@ class Resize:
         return image
 
 
+@dataclass(frozen=True)
+class FractionCrop(Resize):
+    """Keep the central ``fraction`` of the image, then resize to ``size`` x ``size`` (one resampling).
+
+    ``per_side=True``: the central fraction of the width and of the height, as torchvision's
+    ``Resize((S/f, S/f))`` then ``CenterCrop(S)``. ``per_side=False``: a centred square of side
+    ``fraction`` × the shorter side, as ``Resize(S/f)`` (shorter side) then ``CenterCrop(S)``.
+    """
+
+    fraction: float = 1.0
+    per_side: bool = True
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        if self.per_side:
+            crop_w, crop_h = width * self.fraction, height * self.fraction
+        else:
+            crop_w = crop_h = min(width, height) * self.fraction
+        if (crop_w, crop_h) == (width, height) == (self.size, self.size):
+            return image
+        box = ((width - crop_w) / 2, (height - crop_h) / 2, (width + crop_w) / 2, (height + crop_h) / 2)
+        return image.resize((self.size, self.size), Image.BILINEAR, box=box)
+
+
 def decode_image(path: Path, resize: Resize, mode: str = "RGB") -> np.ndarray:
     """``path`` as uint8 ``(H, W, C)`` after ``resize``."""
     try:

@@ -37,10 +37,9 @@ from pydantic import Field
 from robust.errors import DataError
 from robust_datasets.csvfiles import read_csv
 from robust_datasets.h5cache import cached_dataset
-from robust_datasets.imagefiles import ImageFileSplit, in_memory
+from robust_datasets.imagefiles import FractionCrop, ImageFileSplit, in_memory
 from robust_datasets.missing import missing_dataset
 from robust_datasets.options import ImageDatasetConfig
-from robust_datasets.waterbirds import FractionCrop
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from robust.data import DatasetBundle

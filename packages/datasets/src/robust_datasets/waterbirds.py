@@ -48,7 +48,7 @@ from pydantic import Field
 from robust.errors import DataError
 from robust_datasets.csvfiles import read_csv
 from robust_datasets.h5cache import cached_dataset
-from robust_datasets.imagefiles import ImageFileSplit, Resize, decode_image, in_memory, mask_bbox
+from robust_datasets.imagefiles import FractionCrop, ImageFileSplit, Resize, decode_image, in_memory, mask_bbox
 from robust_datasets.missing import missing_dataset
 from robust_datasets.options import ImageDatasetConfig
 from robust_datasets.plugin import WATERBIRDS_SOURCE
@@ -101,30 +101,6 @@ class WaterbirdsConfig(ImageDatasetConfig):
         description="Folder of CUB segmentation PNGs (same relative path as each image, .png); relative paths "
         "start at the dataset folder. Gives the training split masks and boxes.",
     )
-
-
-@dataclass(frozen=True)
-class FractionCrop(Resize):
-    """Keep the central ``fraction`` of the image, then resize to ``size`` x ``size`` (one resampling).
-
-    ``per_side=True``: the central fraction of the width and of the height, as torchvision's
-    ``Resize((S/f, S/f))`` then ``CenterCrop(S)``. ``per_side=False``: a centred square of side
-    ``fraction`` × the shorter side, as ``Resize(S/f)`` (shorter side) then ``CenterCrop(S)``.
-    """
-
-    fraction: float = 1.0
-    per_side: bool = True
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        width, height = image.size
-        if self.per_side:
-            crop_w, crop_h = width * self.fraction, height * self.fraction
-        else:
-            crop_w = crop_h = min(width, height) * self.fraction
-        if (crop_w, crop_h) == (width, height) == (self.size, self.size):
-            return image
-        box = ((width - crop_w) / 2, (height - crop_h) / 2, (width + crop_w) / 2, (height + crop_h) / 2)
-        return image.resize((self.size, self.size), Image.BILINEAR, box=box)
 
 
 class _Native(Resize):
