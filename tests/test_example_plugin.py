@@ -23,14 +23,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robust import hookimpl
 from robust.data import Batch
 from robust.engine import Run
 from robust.losses import cross_entropy
 from robust.models.mlp import build_mlp
 from robust.resolve import resolve_run_config
 
-from .core.tiny import TinyPlugin
+from .core.tiny import Crash, CrashAt, TinyPlugin
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "robust-example-method"
 DIST = "robust-example-method"
@@ -183,24 +182,6 @@ def test_mixup_trains_through_the_engine(tmp_path, with_mixup):
         assert 0.0 <= record["metrics"]["train/lambda"] <= 1.0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["method"]["alpha"] == 0.4 and config["method"]["lr"] == 0.05
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt:
-    """Kills the run at a chosen evaluation, as a SIGKILL would."""
-
-    def __init__(self, evaluation: int) -> None:
-        self.evaluation = evaluation
-        self.seen = 0
-
-    @hookimpl
-    def on_evaluation(self, run, record):
-        self.seen += 1
-        if self.seen == self.evaluation:
-            raise Crash
 
 
 def test_mixup_resumes_exactly(tmp_path, with_mixup, register_plugin):

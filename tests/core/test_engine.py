@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from robust import hookimpl
 from robust.checkpoint import load_checkpoint
 from robust.engine import Run
 from robust.errors import CheckpointError, NonFiniteLossError, RunDirError
 from robust.resolve import resolve_run_config
 from robust.results import read_history
 
-from .tiny import Recorder, TinyPlugin
+from .tiny import Crash, CrashAt, Recorder, TinyPlugin
 
 
 @pytest.fixture(autouse=True)
@@ -28,24 +27,6 @@ def make_run(out: Path, method: str = "erm", sets=(), resume: bool = False, **fl
     flags.setdefault("epochs", 3)
     resolved = resolve_run_config(method, dataset="tiny", sets=["lr=0.05", *sets], flags=flags)
     return Run(resolved, out, resume=resume, quiet=True)
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt:
-    """A lifecycle plugin that kills the run at a chosen evaluation (as a SIGKILL would, mid-run)."""
-
-    def __init__(self, evaluation: int) -> None:
-        self.evaluation = evaluation
-        self.seen = 0
-
-    @hookimpl
-    def on_evaluation(self, run, record):
-        self.seen += 1
-        if self.seen == self.evaluation:
-            raise Crash
 
 
 def final_weights(out: Path) -> dict[str, torch.Tensor]:

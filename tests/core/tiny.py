@@ -106,3 +106,21 @@ class TinyPlugin:
         register("group-user", GroupUser)
         register("nan-after", NaNAfter)
         register("two-phase", TwoPhase)
+
+
+class Crash(Exception):
+    """Raised by :class:`CrashAt`."""
+
+
+class CrashAt:
+    """A lifecycle plugin that kills the run at a chosen evaluation (as a SIGKILL would, mid-run)."""
+
+    def __init__(self, evaluation: int) -> None:
+        self.evaluation = evaluation
+        self.seen = 0
+
+    @hookimpl
+    def on_evaluation(self, run, record):
+        self.seen += 1
+        if self.seen == self.evaluation:
+            raise Crash
