@@ -62,3 +62,29 @@ def test_evaluation_batches_are_not_augmented_and_normalised():
     batch = next(loader.batches(loader.sequential()))
     expected = (split.images[:40].float() / 255 - 0.5) / 0.5
     assert torch.allclose(batch.x, expected)
+
+
+def test_crop_padding_bounds_the_shift():
+    """A 32-px image with crop_padding 1 moves by at most one pixel (the default pad would be 4)."""
+    from dataclasses import replace
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.zeros(64, 3, 32, 32, dtype=torch.uint8)
+    images[:, :, 15:17, 15:17] = 255  # a centred square: its position reveals the shift
+    split = ArraySplit(labels=torch.zeros(64, dtype=torch.long), images=images)
+    info = replace(load_tiny(TinyConfig(), None).info, input_shape=(3, 32, 32), mean=(0.0,) * 3, std=(1.0,) * 3)
+    for pad, limit in ((1, 1), (None, 4)):
+        loader = BatchLoader(
+            split, replace(info, crop_padding=pad), torch.device("cpu"), batch_size=64, augmentation="crop_flip"
+        )
+        batch = next(loader.batches(loader.sequential(), generator=gen))
+        rows = batch.x[:, 0].amax(dim=2).argmax(dim=1)  # first row of the square
+        assert (rows - 15).abs().max().item() == limit
+
+
+def test_drop_last_keeps_only_full_batches():
+    bundle = load_tiny(TinyConfig(), None)  # 96 training samples
+    loader = BatchLoader(bundle.splits["train"], bundle.info, torch.device("cpu"), batch_size=40)
+    assert loader.num_batches() == 3 and loader.num_batches(drop_last=True) == 2
+    sizes = [len(b.y) for b in loader.batches(loader.sequential(), drop_last=True)]
+    assert sizes == [40, 40]

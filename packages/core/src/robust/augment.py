@@ -57,10 +57,15 @@ def random_translate(x: Tensor, mask: Tensor | None, bbox: Tensor | None, gen: t
     return x, mask, bbox
 
 
-def augment(kind: str, x: Tensor, mask: Tensor | None, bbox: Tensor | None, gen: torch.Generator):
-    """Apply augmentation ``kind`` to a float batch (and its masks and boxes)."""
+def augment(
+    kind: str, x: Tensor, mask: Tensor | None, bbox: Tensor | None, gen: torch.Generator, pad: int | None = None
+):
+    """Apply augmentation ``kind`` to a float batch (and its masks and boxes).
+
+    ``pad``: zero padding of ``crop_flip`` in pixels; None = an eighth of the image side (4 on CIFAR).
+    """
     if kind == "none":
         return x, mask, bbox
     if kind == "crop_flip":
-        x, mask, bbox = random_translate(x, mask, bbox, gen, pad=max(1, x.shape[-1] // 8))
+        x, mask, bbox = random_translate(x, mask, bbox, gen, pad=max(1, x.shape[-1] // 8) if pad is None else pad)
     return random_flip(x, mask, bbox, gen)

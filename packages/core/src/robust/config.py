@@ -58,7 +58,7 @@ class TrainConfig(Options):
     checkpoint_every_steps: int | None = Field(
         None,
         ge=1,
-        description="Also checkpoint every N steps inside an epoch (a checkpoint is always written after each epoch).",
+        description="Checkpoint every N steps (resumable mid-epoch) instead of after each epoch.",
     )
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto", description="Mixed precision: auto = bf16 on GPUs that support it, fp16 otherwise, off on CPU."

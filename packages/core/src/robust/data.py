@@ -136,7 +136,10 @@ class DatasetInfo:
     ``group_names[g]`` names group ``g``; ``bias_names[b]`` names the value ``b`` of the bias
     (spurious) attribute. ``train_group_counts`` weights ``train_weighted_acc``.
     ``train_augment`` is the batch augmentation the dataset's papers use for training:
-    ``none``, ``flip`` or ``crop_flip`` (pad-and-crop plus horizontal flip), applied on the device.
+    ``none``, ``flip`` or ``crop_flip`` (pad-and-crop plus horizontal flip), applied on the device;
+    ``crop_padding`` is the pad of ``crop_flip`` in pixels (None: an eighth of the image side).
+    ``test_metric`` is the test metric the dataset's papers report (``avg_acc``; BFFHQ's papers
+    report ``conflicting_acc``): the ``oracle_test`` selection rule maximises it.
     """
 
     name: str
@@ -149,6 +152,8 @@ class DatasetInfo:
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     train_group_counts: list[int] = field(default_factory=list)
     train_augment: str = "none"
+    crop_padding: int | None = None
+    test_metric: str = "avg_acc"
     has_masks: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -35,7 +35,7 @@ from robust.registry import get_registry
 from robust.resolve import Resolved
 from robust.results import RunDir
 from robust.seeding import generator, seed_everything
-from robust.selection import LABELS, Selector, default_rule
+from robust.selection import Selector, default_rule, rule_label
 
 
 def package_versions(*distributions: str) -> dict[str, str]:
@@ -86,7 +86,7 @@ class Run:
             for name in self.data.eval_split_names
         }
         self.history: list[dict[str, Any]] = []
-        self.selector = Selector()
+        self.selector = Selector(test_metric=self.info.test_metric)
         self.state: dict[str, Any] = {
             "phase": 0,
             "started": False,
@@ -237,7 +237,7 @@ class Run:
         loader = self._train_loader(phase)
         update = phase.update or self.method.update
         epochs, steps = self._phase_length(phase)
-        per_epoch = loader.num_batches(drop_singleton=True)
+        per_epoch = loader.num_batches(drop_singleton=True, drop_last=phase.drop_last)
         total = steps if steps is not None else epochs * per_epoch
         task = self.progress.add_task(f"{phase.name}", total=total, completed=self.state["phase_step"], loss="")
         seed = self.config.seed
@@ -260,7 +260,9 @@ class Run:
             sums: dict[str, Tensor] = {}
             count = 0
             for batch_index, batch in enumerate(
-                loader.batches(order, start=self.state["batch"], generator=aug, drop_singleton=True),
+                loader.batches(
+                    order, start=self.state["batch"], generator=aug, drop_singleton=True, drop_last=phase.drop_last
+                ),
                 start=self.state["batch"],
             ):
                 with self.precision.autocast():
@@ -301,7 +303,9 @@ class Run:
             already = bool(self.history) and self.history[-1]["step"] == self.state["global_step"]
             if phase.evaluate and (due or finished) and not already:
                 self._evaluate(phase, _means(sums, count))
-            if not finished:  # the end of the phase is checkpointed by fit(), once
+            # The end of the phase is checkpointed by fit(), once; with step checkpoints (resumable
+            # mid-epoch), epoch ends are not checkpointed again.
+            if not finished and not self.train_config.checkpoint_every_steps:
                 self._checkpoint()
         self.progress.remove_task(task)
 
@@ -402,7 +406,7 @@ class Run:
         if "scaler" in payload and self.precision.scaler is not None:
             self.precision.scaler.load_state_dict(payload["scaler"])
         self.history = list(engine["history"])
-        self.selector = Selector(engine["selector"])
+        self.selector = Selector(engine["selector"], test_metric=self.info.test_metric)
         for key in ("phase", "started", "epoch", "batch", "phase_step", "global_step", "elapsed"):
             self.state[key] = engine[key]
         torch.set_rng_state(engine["rng_cpu"].cpu())
@@ -423,7 +427,7 @@ class Run:
         selection = {}
         for rule, record in self.selector.best.items():
             selection[rule] = {
-                "label": LABELS[rule],
+                "label": rule_label(rule, self.info.test_metric),
                 "phase": record["phase"],
                 "epoch": record["epoch"],
                 "step": record["step"],

@@ -73,6 +73,7 @@ class BatchLoader:
         # A split that is cheap to read (an HDF5 cache) may ask for fewer workers than the default.
         preferred = getattr(split, "preferred_workers", None)
         self.num_workers = num_workers if preferred is None else min(num_workers, preferred)
+        self.crop_padding = info.crop_padding
         self.resident = fits_on_device(split, device, data_on_device)
         channels = info.input_shape[0]
         self.mean = torch.tensor(info.mean, device=device, dtype=torch.float32).view(1, channels, 1, 1)
@@ -92,9 +93,12 @@ class BatchLoader:
     def __len__(self) -> int:
         return len(self.split)
 
-    def num_batches(self, num_samples: int | None = None, drop_singleton: bool = False) -> int:
+    def num_batches(self, num_samples: int | None = None, drop_singleton: bool = False, drop_last: bool = False) -> int:
+        """Batches in an epoch; ``drop_last`` drops any incomplete final batch, ``drop_singleton`` one of size 1."""
         n = len(self.split) if num_samples is None else num_samples
         full, rest = divmod(n, self.batch_size)
+        if drop_last and full:
+            return full
         return full + (1 if rest and not (drop_singleton and rest == 1) else 0)
 
     def sequential(self) -> Tensor:
@@ -107,14 +111,16 @@ class BatchLoader:
         start: int = 0,
         generator: torch.Generator | None = None,
         drop_singleton: bool = False,
+        drop_last: bool = False,
     ) -> Iterator[Batch]:
         """Yield batches of ``order`` (indices into the split), skipping the first ``start`` batches.
 
         ``generator`` drives augmentation; without it no augmentation is applied (evaluation).
-        A final batch of one sample is dropped when ``drop_singleton`` (BatchNorm cannot train on it).
+        A final batch of one sample is dropped when ``drop_singleton`` (BatchNorm cannot train on it),
+        any incomplete final batch when ``drop_last`` (unless it is the only one).
         """
         order = order.cpu()
-        total = self.num_batches(len(order), drop_singleton)
+        total = self.num_batches(len(order), drop_singleton, drop_last)
         chunks = [order[b * self.batch_size : (b + 1) * self.batch_size] for b in range(start, total)]
         if isinstance(self.split, ArraySplit):
             for chunk in chunks:
@@ -150,7 +156,7 @@ class BatchLoader:
         mask = masks.float().div_(255.0) if masks is not None else None
         bbox = self.bboxes[index] if self.bboxes is not None else None
         if generator is not None and self.augmentation != "none":
-            x, mask, bbox = augment(self.augmentation, x, mask, bbox, generator)
+            x, mask, bbox = augment(self.augmentation, x, mask, bbox, generator, pad=self.crop_padding)
         x = x.sub_(self.mean).div_(self.std)  # in place: no extra full-batch float tensors
         return Batch(
             x=x,

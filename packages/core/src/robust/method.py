@@ -53,6 +53,8 @@ class Phase:
     on_start: Callable[[], None] | None = None
     evaluate: bool = True
     batch_size: int | None = None
+    #: Drop the incomplete last batch of each epoch (PyTorch's ``drop_last``), as some papers do.
+    drop_last: bool = False
 
 
 @dataclass
@@ -106,7 +108,8 @@ class Method(nn.Module):
     uses_group_labels: ClassVar[bool] = False
     #: Named presets: partial config trees ({"method": {...}, "train": {...}, "model": {...}}).
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
-    #: Preset picked automatically for a dataset name when none is given.
+    #: Preset picked automatically for a dataset name when none is given. The value may name
+    #: dataset options in braces, filled in by ``str.format``: ``"cmnist-{conflict_pct:g}pct"``.
     dataset_presets: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: MethodConfig, ctx: MethodContext) -> None:
@@ -152,8 +155,15 @@ class Method(nn.Module):
     # -- helpers a method calls -----------------------------------------------------------
 
     @classmethod
-    def preset_for(cls, dataset: str) -> str | None:
-        return cls.dataset_presets.get(dataset)
+    def preset_for(cls, dataset: str, options: dict[str, Any] | None = None) -> str | None:
+        """The preset picked for ``dataset`` with its (validated) ``options``, or None."""
+        template = cls.dataset_presets.get(dataset)
+        if template is None:
+            return None
+        try:
+            return template.format(**(options or {}))
+        except (KeyError, IndexError, ValueError):
+            return None
 
     def add_optimizer(
         self,

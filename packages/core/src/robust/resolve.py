@@ -95,13 +95,22 @@ def resolve_run_config(
         )
     dataset_entry, pattern_options = resolve_dataset_name(registry, dataset_name)
 
-    preset_name = user.get("preset") or flag_tree.get("preset") or method_cls.preset_for(dataset_entry.name)
+    presets = getattr(method_cls, "presets", {})
+    preset_name = flag_tree.get("preset") or user.get("preset")
+    auto = preset_name is None
+    if auto:
+        given = {**pattern_options, **user.get("dataset", {})}
+        preset_name = method_cls.preset_for(dataset_entry.name, _dataset_options(dataset_entry, given))
     preset: dict[str, Any] = {}
+    if preset_name == "none":
+        preset_name = None
     if preset_name is not None:
-        presets = getattr(method_cls, "presets", {})
         if preset_name not in presets:
+            how = f"picked automatically for dataset {dataset_entry.name!r}" if auto else "requested"
             raise ConfigError(
-                f"Method {method!r} has no preset {preset_name!r}. Its presets: {', '.join(sorted(presets)) or 'none'}."
+                f"Method {method!r} has no preset {preset_name!r} ({how}). Its presets: "
+                f"{', '.join(sorted(presets)) or 'none'}. Choose one with --set preset=NAME, or run without a "
+                "preset with --set preset=none."
             )
         preset = presets[preset_name]
 
@@ -123,6 +132,18 @@ def resolve_run_config(
     except ValidationError as exc:
         raise ConfigError(describe_validation_error("the run", exc, RunConfig)) from None
     return Resolved(config, method_entry, dataset_entry, model_entry)
+
+
+def _dataset_options(entry: Entry, given: dict[str, Any]) -> dict[str, Any]:
+    """The dataset's options with defaults filled in (for preset templates); {} when they are invalid
+    (the full validation below reports the problem)."""
+    config_cls = entry.load_config()
+    if config_cls is None:
+        return {}
+    try:
+        return config_cls.model_validate({k: v for k, v in given.items() if k != "name"}).model_dump()
+    except ValidationError:
+        return {}
 
 
 def _strip_record(record: dict[str, Any]) -> dict[str, Any]:

@@ -18,8 +18,8 @@ recursively). Group ``g = y·C + b`` (C = 10 classes for cmnist/cifar10c, 2 for 
 
 Splits: ``train`` = align + conflict of the chosen pct; ``val`` = DisEnt's ``valid`` (train-like
 bias ratio, DisEnt issue #1); ``test`` = the unbiased ``test`` folder. DisEnt keeps only the
-bias-conflicting BFFHQ test images; we keep all of them, so report ``conflicting_acc`` (y != b)
-for the number DisEnt reports (aligned accuracy comes for free).
+bias-conflicting BFFHQ test images; we keep all of them, and declare ``conflicting_acc`` (y != b)
+as bffhq's ``test_metric``, the number DisEnt reports (aligned accuracy comes for free).
 
 Preprocessing as DisEnt (§1.9 of our notes): cmnist 28×28 RGB with ``ToTensor`` only (mean 0,
 std 1), no augmentation; cifar10c 32×32 and bffhq 224×224 normalised with the **CIFAR** mean/std
@@ -117,6 +117,7 @@ class _Layout:
     std: tuple[float, ...]
     train_augment: str
     shared_eval: bool  # bffhq: valid/ and test/ beside <pct>/ rather than valid/ inside it
+    test_metric: str = "avg_acc"  # what DisEnt reports on test
 
     def folders(self, pct: str) -> dict[str, list[str]]:
         """Folders (relative to the dataset folder) of each split."""
@@ -128,7 +129,10 @@ CMNIST = _Layout("cmnist", [str(d) for d in range(10)], list(COLOR_NAMES), (0.0,
 CIFAR10C = _Layout(
     "cifar10c", CIFAR10_CLASSES, [f"corruption{b}" for b in range(10)], CIFAR_MEAN, CIFAR_STD, "crop_flip", False
 )
-BFFHQ = _Layout("bffhq", ["young", "old"], ["female", "male"], CIFAR_MEAN, CIFAR_STD, "crop_flip", True)
+BFFHQ = _Layout(
+    "bffhq", ["young", "old"], ["female", "male"], CIFAR_MEAN, CIFAR_STD, "crop_flip", True, "conflicting_acc"
+)
+CROP_PADDING = 4  # DisEnt: RandomCrop(32, padding=4) on cifar10c, RandomCrop(224, padding=4) on bffhq
 
 
 def parse_name(path: Path) -> tuple[int, int]:
@@ -224,6 +228,8 @@ def _load(layout: _Layout, config: ImageDatasetConfig, data_root: Path) -> Datas
         mean=layout.mean,
         std=layout.std,
         train_augment=layout.train_augment,
+        crop_padding=CROP_PADDING,
+        test_metric=layout.test_metric,
         extra={
             "conflict_pct": config.conflict_pct,  # type: ignore[attr-defined]
             "n_align": n_align,
@@ -239,19 +245,19 @@ def _check(config: Any, cls: type[ImageDatasetConfig]) -> ImageDatasetConfig:
     return config if isinstance(config, cls) else cls.model_validate(config)
 
 
-@cached_dataset("cmnist", config_class=LfFCMNISTConfig)
+@cached_dataset("cmnist", config_class=LfFCMNISTConfig, version=2)
 def load_cmnist(config: LfFCMNISTConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
     """Colored MNIST from ``DATA_ROOT/cmnist`` (or ``config.root``)."""
     return _load(CMNIST, _check(config, LfFCMNISTConfig), data_root)
 
 
-@cached_dataset("cifar10c", config_class=LfFCIFAR10CConfig)
+@cached_dataset("cifar10c", config_class=LfFCIFAR10CConfig, version=2)
 def load_cifar10c(config: LfFCIFAR10CConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
     """Corrupted CIFAR-10 from ``DATA_ROOT/cifar10c`` (or ``config.root``)."""
     return _load(CIFAR10C, _check(config, LfFCIFAR10CConfig), data_root)
 
 
-@cached_dataset("bffhq", config_class=LfFBFFHQConfig)
+@cached_dataset("bffhq", config_class=LfFBFFHQConfig, version=2)
 def load_bffhq(config: LfFBFFHQConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
     """Biased FFHQ from ``DATA_ROOT/bffhq`` (or ``config.root``)."""
     return _load(BFFHQ, _check(config, LfFBFFHQConfig), data_root)

@@ -128,8 +128,10 @@ def load(config: SyntheticCMNISTConfig | dict[str, Any], data_root: Path) -> Dat
         class_names=list(CLASS_NAMES),
         group_names=list(GROUP_NAMES),
         bias_names=list(COLOR_NAMES),
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
+        # As LfF/DisEnt's Colored MNIST: ToTensor only (inputs in [0, 1]), no augmentation, so that the
+        # reference MLP (input / 255) and its learning rates carry over.
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
         train_augment="none",
         extra={"conflict_pct": config.conflict_pct},
     )

@@ -1,0 +1,1 @@
+"""DisEnt, LfF and the vanilla baseline: debiasing by relative difficulty, without bias labels."""

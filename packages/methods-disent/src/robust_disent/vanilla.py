@@ -1,0 +1,23 @@
+"""DisEnt's vanilla baseline: ERM (mean cross-entropy, Adam, no decay) with DisEnt's per-dataset
+models, learning rates, batch sizes and 50,000 steps. The core's ERM with those presets."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from robust.erm import ERM
+from robust.method import Phase
+from robust_disent.config import VanillaConfig
+from robust_disent.presets import DATASET_PRESETS, VANILLA_PRESETS
+
+
+class Vanilla(ERM):
+    """One network trained on the mean loss, as DisEnt's ``--train_vanilla``."""
+
+    Config = VanillaConfig
+    config: VanillaConfig
+    presets: ClassVar[dict[str, dict[str, Any]]] = VANILLA_PRESETS
+    dataset_presets: ClassVar[dict[str, str]] = DATASET_PRESETS
+
+    def phases(self) -> list[Phase]:
+        return [Phase("train", drop_last=True)]
