@@ -126,3 +126,47 @@ def test_phases_run_in_order_and_resume(tmp_path, register_plugin):
     full, cut = final_weights(tmp_path / "full"), final_weights(tmp_path / "cut")
     assert torch.equal(full["feature_mean"], cut["feature_mean"])
     assert all(torch.equal(full[k], cut[k]) for k in full)
+
+
+def test_plateau_schedule_follows_the_validation_loss(tmp_path):
+    """schedule=plateau (CFGen's Waterbirds recipe): ERM steps ReduceLROnPlateau with val/loss."""
+    summary = make_run(tmp_path / "run", sets=["schedule=plateau", "patience=0", "gamma=0.5"], epochs=4).fit()
+    history = read_history(tmp_path / "run" / "history.h5")
+    losses = list(history["val/loss"])
+    lrs = list(history["train/lr_model"])
+    assert all(loss > 0 for loss in losses) and summary["train"]["steps"] > 0
+    # With patience 0, the lr halves after every evaluation whose val loss is not a new best.
+    expected, best, lr = [], float("inf"), 0.05
+    for loss in losses:
+        expected.append(lr)  # logged before this evaluation's step
+        if loss < best * (1 - 1e-4):
+            best = loss
+        else:
+            lr *= 0.5
+    assert lrs == pytest.approx(expected)
+
+
+def test_a_method_can_turn_amp_off_by_default(tmp_path, register_plugin, monkeypatch):
+    """train.amp=auto asks the method first (CFGen's double backprop needs full precision)."""
+    import robust.engine
+    from robust import hookimpl
+    from robust.erm import ERM
+
+    class NeedsFullPrecision(ERM):
+        @classmethod
+        def default_amp(cls, config):
+            return "off"
+
+    class Plugin:
+        @hookimpl
+        def register_methods(self, register):
+            register("full-precision", NeedsFullPrecision)
+
+    asked = []
+    real = robust.engine.resolve_precision
+    monkeypatch.setattr(robust.engine, "resolve_precision", lambda amp, device: asked.append(amp) or real(amp, device))
+    with register_plugin(Plugin(), "full-precision-plugin"):
+        make_run(tmp_path / "a", method="full-precision", epochs=1)
+        make_run(tmp_path / "b", method="full-precision", sets=["train.amp=bf16"], epochs=1)
+        make_run(tmp_path / "c", epochs=1)
+    assert asked == ["off", "bf16", "auto"]

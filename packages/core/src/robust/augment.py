@@ -10,7 +10,8 @@ from torch import Tensor
 
 from robust.errors import ConfigError
 
-AUGMENTATIONS = ("none", "flip", "crop_flip")
+AUGMENTATIONS = ("none", "flip", "crop_flip", "bbox_crop_flip")
+BBOX_CROP_SCALE = 256 / 224  # CFGen: Resize(256, 256), then a 224 crop
 
 
 def check_augmentation(kind: str) -> str:
@@ -32,28 +33,67 @@ def random_flip(x: Tensor, mask: Tensor | None, bbox: Tensor | None, gen: torch.
     return x, mask, bbox
 
 
+def crop_at(t: Tensor, top: Tensor, left: Tensor, height: int, width: int) -> Tensor:
+    """Per image ``i``, the ``height x width`` window of ``t`` at ``(top[i], left[i])``: one gather."""
+    n, channels = t.shape[:2]
+    rows = (top[:, None] + torch.arange(height, device=t.device)[None])[:, None, :, None]
+    cols = (left[:, None] + torch.arange(width, device=t.device)[None])[:, None, None, :]
+    batch = torch.arange(n, device=t.device)[:, None, None, None]
+    return t[batch, torch.arange(channels, device=t.device)[None, :, None, None], rows, cols]
+
+
+def _shift_boxes(bbox: Tensor, dx: Tensor, dy: Tensor, width: int, height: int) -> Tensor:
+    """Boxes moved by ``(dx, dy)`` and clipped to the ``width x height`` image."""
+    moved = bbox + torch.stack([dx, dy, dx, dy], dim=1)
+    return torch.minimum(moved.clamp(min=0), torch.tensor([width, height, width, height], device=bbox.device))
+
+
 def random_translate(x: Tensor, mask: Tensor | None, bbox: Tensor | None, gen: torch.Generator, pad: int):
     """Zero-pad by ``pad`` pixels and crop back at a random offset (the CIFAR "random crop")."""
     n, _, h, w = x.shape
     dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=gen)
     dx = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=gen)
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None])[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device)[None])[:, None, None, :]
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-
-    def crop(t: Tensor) -> Tensor:
-        padded = F.pad(t, (pad, pad, pad, pad))
-        channels = torch.arange(t.shape[1], device=t.device)[None, :, None, None]
-        return padded[batch, channels, rows, cols]
-
-    x = crop(x)
+    x = crop_at(F.pad(x, (pad, pad, pad, pad)), dy, dx, h, w)
     if mask is not None:
-        mask = crop(mask)
+        mask = crop_at(F.pad(mask, (pad, pad, pad, pad)), dy, dx, h, w)
     if bbox is not None:
-        shift = torch.stack([pad - dx, pad - dy, pad - dx, pad - dy], dim=1)
-        bbox = bbox + shift
-        limit = torch.tensor([w, h, w, h], device=bbox.device)
-        bbox = torch.minimum(bbox.clamp(min=0), limit)
+        bbox = _shift_boxes(bbox, pad - dx, pad - dy, w, h)
+    return x, mask, bbox
+
+
+def bbox_random_crop(
+    x: Tensor, mask: Tensor | None, bbox: Tensor | None, gen: torch.Generator, scale: float = BBOX_CROP_SCALE
+):
+    """Enlarge by ``scale`` and crop back to the input size at a random position that keeps part of
+    the foreground box (CFGen's ``Resize(256) + RandomCrop(224)`` whose crop must contain at least
+    one pixel of a box). Images without a box (x1 <= x0) are cropped anywhere. The mask is
+    resized bilinearly and binarised (> 0: slightly dilated, as the reference's ceil)."""
+    n, _, h, w = x.shape
+    big_h, big_w = round(h * scale), round(w * scale)
+    x = F.interpolate(x, size=(big_h, big_w), mode="bilinear", align_corners=False)
+    if mask is not None:
+        mask = (F.interpolate(mask, size=(big_h, big_w), mode="bilinear", align_corners=False) > 0).to(x.dtype)
+    lo_i = torch.zeros(n, dtype=torch.long, device=x.device)
+    lo_j = torch.zeros_like(lo_i)
+    hi_i = torch.full_like(lo_i, big_h - h)
+    hi_j = torch.full_like(lo_i, big_w - w)
+    if bbox is not None:
+        factor = torch.tensor([big_w / w, big_h / h, big_w / w, big_h / h], device=bbox.device)
+        bbox = (bbox.to(x.device).float() * factor).round().long()
+        has = (bbox[:, 2] > bbox[:, 0]) & (bbox[:, 3] > bbox[:, 1])
+        # The crop [i, i + h) must overlap [y0, y1): i > y0 - h and i < y1 (likewise for columns).
+        lo_i = torch.where(has, (bbox[:, 1] - h + 1).clamp(min=0), lo_i)
+        lo_j = torch.where(has, (bbox[:, 0] - w + 1).clamp(min=0), lo_j)
+        hi_i = torch.where(has, torch.minimum(bbox[:, 3] - 1, hi_i), hi_i)
+        hi_j = torch.where(has, torch.minimum(bbox[:, 2] - 1, hi_j), hi_j)
+    u = torch.rand(2, n, device=x.device, generator=gen)
+    top = lo_i + (u[0] * (hi_i - lo_i + 1).float()).long().clamp(max=(hi_i - lo_i).clamp(min=0))
+    left = lo_j + (u[1] * (hi_j - lo_j + 1).float()).long().clamp(max=(hi_j - lo_j).clamp(min=0))
+    x = crop_at(x, top, left, h, w)
+    if mask is not None:
+        mask = crop_at(mask, top, left, h, w)
+    if bbox is not None:
+        bbox = _shift_boxes(bbox, -left, -top, w, h)
     return x, mask, bbox
 
 
@@ -66,6 +106,8 @@ def augment(
     """
     if kind == "none":
         return x, mask, bbox
-    if kind == "crop_flip":
+    if kind == "bbox_crop_flip":
+        x, mask, bbox = bbox_random_crop(x, mask, bbox, gen)
+    elif kind == "crop_flip":
         x, mask, bbox = random_translate(x, mask, bbox, gen, pad=max(1, x.shape[-1] // 8) if pad is None else pad)
     return random_flip(x, mask, bbox, gen)

@@ -1,4 +1,4 @@
-"""The core's own plugin: ERM, the base models and losses, registered through the same hooks
+"""The core's own plugin: ERM, the base models, losses and infills, registered through the same hooks
 as any third-party plugin (as pytest registers its built-ins). Torch-free: references only.
 """
 
@@ -65,3 +65,20 @@ def register_losses(register):
         config="robust.losses:CrossEntropyConfig",
         description="Cross-entropy per sample (optional label smoothing).",
     )
+
+
+_INFILLS = {
+    "mean": ("mean_infill", "Fill with the dataset mean colour (0 in normalised space)."),
+    "random": ("random_infill", "Fill with a random colour per image plus Gaussian pixel noise (CFGen)."),
+    "shuffle": ("shuffle_infill", "Fill with a random permutation of all values of the batch (CFGen)."),
+    "tile": ("tile_infill", "Fill with the longest full-background row or column strip, tiled (CFGen)."),
+    "mrand": ("mrand_infill", "Factual: tiled background of a random other-class image in the batch (CFGen)."),
+    "fgsm": ("fgsm_infill", "Factual: adversarial background, one FGSM step from a random start (CFGen)."),
+    "cagan": ("cagan_infill", "Fill with the dataset's pre-computed CA-GAN counterfactual images (CFGen)."),
+}
+
+
+@hookimpl
+def register_infills(register):
+    for name, (function, description) in _INFILLS.items():
+        register(name, f"robust.infill:{function}", description=description)

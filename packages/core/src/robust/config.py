@@ -60,6 +60,11 @@ class TrainConfig(Options):
         ge=1,
         description="Checkpoint every N steps (resumable mid-epoch) instead of after each epoch.",
     )
+    augment: Literal["none", "flip", "crop_flip", "bbox_crop_flip"] | None = Field(
+        None,
+        description="Training augmentation on the device; None = the dataset's (bbox_crop_flip: CFGen's resize "
+        "to 256/224 and a random crop that keeps part of the foreground box, plus flips).",
+    )
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto", description="Mixed precision: auto = bf16 on GPUs that support it, fp16 otherwise, off on CPU."
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
@@ -24,12 +25,12 @@ from torch import Tensor
 from robust.atomic import atomic_write
 from robust.checkpoint import load_checkpoint, save_checkpoint
 from robust.data import Batch, DatasetBundle
+from robust.datasets import load_entry
 from robust.device import resolve_device, resolve_precision
-from robust.errors import ConfigError, DataError, NonFiniteLossError
+from robust.errors import ConfigError, NonFiniteLossError
 from robust.loader import BatchLoader
 from robust.method import Method, MethodContext, Phase
 from robust.metrics import accuracy_metrics
-from robust.paths import data_root
 from robust.plugins import plugin_distribution, pm
 from robust.registry import get_registry
 from robust.resolve import Resolved
@@ -68,16 +69,20 @@ class Run:
         self.console = console or Console(stderr=True, quiet=quiet)
         self.quiet = quiet
         self.device = resolve_device(self.config.device)
-        self.precision = resolve_precision(self.train_config.amp, self.device)
-        seed_everything(self.config.seed, self.train_config.deterministic)
-        self.run_dir.check(resume)
-        self.data = self._load_data()
-        self.info = self.data.info
         method_cls = resolved.method.load()
         self.method_cls = method_cls
         method_options = {k: v for k, v in self.config.method.items() if k != "name"}
         config_cls = resolved.method.load_config() or method_cls.Config
-        self.method: Method = method_cls(config_cls.model_validate(method_options), self._context())
+        method_config = config_cls.model_validate(method_options)
+        amp = self.train_config.amp
+        if amp == "auto":  # a method may need full precision (double backprop under fp16 overflows)
+            amp = method_cls.default_amp(method_config) or amp
+        self.precision = resolve_precision(amp, self.device)
+        seed_everything(self.config.seed, self.train_config.deterministic)
+        self.run_dir.check(resume)
+        self.data = self._load_data()
+        self.info = self.data.info
+        self.method: Method = method_cls(method_config, self._context())
         self.method.to(self.device)
         self.method.train()
         self._train_loaders: dict[tuple[str, int], BatchLoader] = {}
@@ -104,16 +109,8 @@ class Run:
     # -- setup --------------------------------------------------------------------------
 
     def _load_data(self) -> DatasetBundle:
-        entry = self.resolved.dataset
         options = {k: v for k, v in self.config.dataset.items() if k != "name"}
-        config_cls = entry.load_config()
-        dataset_config = config_cls.model_validate(options) if config_cls is not None else None
-        bundle = entry.load()(dataset_config, data_root(self.config.data_root))
-        if not isinstance(bundle, DatasetBundle):
-            raise DataError(
-                f"Dataset {entry.name!r} (plugin {entry.plugin}) returned {type(bundle).__name__}, not a robust.data.DatasetBundle."
-            )
-        return bundle
+        return load_entry(self.resolved.dataset, options, self.config.data_root)
 
     def _context(self) -> MethodContext:
         return MethodContext(
@@ -227,7 +224,7 @@ class Run:
         batch_size = phase.batch_size or self.train_config.batch_size
         key = (phase.split, batch_size)
         if key not in self._train_loaders:
-            augmentation = self.info.train_augment if phase.split == "train" else "none"
+            augmentation = (self.train_config.augment or self.info.train_augment) if phase.split == "train" else "none"
             self._train_loaders[key] = self._loader(
                 phase.split, batch_size, expose_groups=self.method_cls.uses_group_labels, augmentation=augmentation
             )
@@ -328,23 +325,30 @@ class Run:
     # -- evaluation and selection ---------------------------------------------------------
 
     @torch.no_grad()
-    def predictions(self, split: str) -> Tensor:
-        """Predicted classes for every sample of an eval split."""
+    def predictions(self, split: str) -> tuple[Tensor, float]:
+        """Predicted classes for every sample of an eval split, and the mean cross-entropy."""
         loader = self._eval_loaders[split]
         was_training = self.method.training
         self.method.eval()
         preds = []
+        loss = torch.zeros((), device=self.device)
         for batch in loader.batches(loader.sequential()):
             with self.precision.autocast():
-                preds.append(self.method.predict(batch.x).argmax(dim=1))
+                logits = self.method.predict(batch.x)
+            preds.append(logits.argmax(dim=1))
+            loss += F.cross_entropy(logits.float(), batch.y, reduction="sum")
         self.method.train(was_training)
-        return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=self.device)
+        if not preds:
+            return torch.empty(0, dtype=torch.long, device=self.device), math.nan
+        return torch.cat(preds), loss.item() / len(loader)
 
     def evaluate_splits(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
         for name, loader in self._eval_loaders.items():
+            preds, loss = self.predictions(name)
+            metrics[f"{name}/loss"] = loss
             split_metrics = accuracy_metrics(
-                self.predictions(name),
+                preds,
                 loader.labels,
                 loader.groups,
                 loader.bias,
@@ -368,6 +372,7 @@ class Run:
         self.history.append(record)
         self.run_dir.write_history(self.history)
         improved = self.selector.update(record)
+        self.method.on_evaluation(record)
         if self.train_config.keep_best and improved:
             first = self.run_dir.best_path(improved[0])
             save_checkpoint(first, {"modules": self.method.state_dict(), "record": record})

@@ -16,17 +16,20 @@ from robust.method import Method, MethodContext
 class ERMConfig(MethodConfig):
     """Options of ERM and of the optimiser most baselines share."""
 
-    optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="Optimiser.")
+    optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("sgd", description="Optimiser.")
     lr: float = Field(1e-3, gt=0, description="Learning rate.")
-    momentum: float = Field(0.9, ge=0, description="SGD momentum.")
+    momentum: float = Field(0.9, ge=0, description="SGD (and RMSprop) momentum.")
     weight_decay: float = Field(1e-4, ge=0, description="Weight decay (L2).")
-    schedule: Literal["constant", "cosine", "step"] = Field(
-        "constant", description="Learning-rate schedule over epochs."
+    schedule: Literal["constant", "cosine", "step", "plateau"] = Field(
+        "constant",
+        description="Learning-rate schedule over epochs; plateau multiplies the lr by `gamma` when val loss "
+        "stops improving for `patience` evaluations.",
     )
     milestones: list[int] = Field(
         default_factory=list, description="Epochs at which `step` multiplies the lr by `gamma`."
     )
-    gamma: float = Field(0.1, gt=0, description="Factor of the `step` schedule.")
+    gamma: float = Field(0.1, gt=0, description="Factor of the `step` and `plateau` schedules.")
+    patience: int = Field(1, ge=0, description="Evaluations without val-loss improvement before `plateau` decays.")
     loss: str = Field("ce", description="Registered loss (see `robust list losses`).")
     clip_grad_norm: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")
 
@@ -37,11 +40,19 @@ def make_optimizer(params, config: ERMConfig) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: ERMConfig, epochs: int):
-    """The per-epoch schedule an ``ERMConfig`` describes, or None."""
+    """The schedule an ``ERMConfig`` describes, or None. Per epoch, except ``plateau``, which the
+    method steps with the val loss after each evaluation (see :meth:`ERM.on_evaluation`)."""
+    if config.schedule == "plateau":
+        # Lightning's ReduceLROnPlateau defaults as CFGen uses them: mode min, threshold 1e-4 (relative).
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.gamma, patience=config.patience, threshold=1e-4
+        )
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
     if config.schedule == "step":
@@ -80,7 +91,8 @@ class ERM(Method):
         self.model = ctx.build_model()
         self.loss = ctx.build_loss(config.loss)
         optimizer = make_optimizer(self.model.parameters(), config)
-        self.add_optimizer("model", optimizer, make_scheduler(optimizer, config, ctx.epochs))
+        interval = "manual" if config.schedule == "plateau" else "epoch"
+        self.add_optimizer("model", optimizer, make_scheduler(optimizer, config, ctx.epochs), interval=interval)
 
     def update(self, batch: Batch, step: int) -> dict[str, Tensor]:
         loss = self.loss(self.model(batch.x), batch.y).mean()
@@ -89,3 +101,9 @@ class ERM(Method):
 
     def predict(self, x: Tensor) -> Tensor:
         return self.model(x)
+
+    def on_evaluation(self, record: dict[str, Any]) -> None:
+        """Step a plateau schedule with the validation loss."""
+        val_loss = record["metrics"].get("val/loss")
+        if self.config.schedule == "plateau" and val_loss is not None:
+            self._schedulers["model"].scheduler.step(val_loss)

@@ -73,6 +73,19 @@ def register_losses(register: Register) -> None:
 
 
 @hookspec
+def register_infills(register: Register) -> None:
+    """Register infill operators ("inpainters") for counterfactual and factual augmentations.
+
+    Call ``register(name, "pkg.module:function", description=...)``. The function is called as
+    ``op(x, keep, ctx, **options)``: ``x`` normalised images ``(N, C, H, W)``, ``keep`` a ``(N, 1, H, W)``
+    mask in {0, 1} (1 = keep the pixel, 0 = fill it), ``ctx`` a ``robust.infill.InfillContext``
+    (normalisation, generator, labels, model, precomputed images). It returns
+    ``x * keep + fill * (1 - keep)`` with kept pixels bit-identical to ``x``, drawing all randomness
+    from ``ctx.generator``. Methods look operators up with ``robust.infill.apply_infill``.
+    """
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``robust`` CLI (``cli.command()`` / ``cli.group()``).
 

@@ -97,7 +97,7 @@ class MethodContext:
 @dataclass
 class _Scheduled:
     scheduler: Any
-    interval: Literal["step", "epoch"]
+    interval: Literal["step", "epoch", "manual"]
 
 
 class Method(nn.Module):
@@ -145,6 +145,16 @@ class Method(nn.Module):
         """The training sample order for ``epoch`` (indices may repeat: resampling). None = a random permutation."""
         return None
 
+    def on_evaluation(self, record: dict[str, Any]) -> None:
+        """Called after each evaluation with its record (``metrics`` has ``val/loss``, ``val/avg_acc``...):
+        step a plateau schedule here."""
+
+    @classmethod
+    def default_amp(cls, config: MethodConfig) -> str | None:
+        """The ``train.amp`` to use when the user leaves it at ``auto`` (None: the engine's choice).
+        A method that double-backpropagates returns ``"off"``."""
+        return None
+
     def extra_state(self) -> dict[str, Any]:
         """Non-tensor state to checkpoint (tensors belong in buffers)."""
         return {}
@@ -170,9 +180,13 @@ class Method(nn.Module):
         name: str,
         optimizer: torch.optim.Optimizer,
         scheduler: Any | None = None,
-        interval: Literal["step", "epoch"] = "epoch",
+        interval: Literal["step", "epoch", "manual"] = "epoch",
     ) -> torch.optim.Optimizer:
-        """Register an optimizer (and its LR schedule) so the engine checkpoints and steps it."""
+        """Register an optimizer (and its LR schedule) so the engine checkpoints and steps it.
+
+        ``interval``: the engine steps the schedule after every ``step`` or ``epoch``; ``manual``
+        schedules are stepped by the method (a plateau schedule in :meth:`on_evaluation`).
+        """
         self._optimizers[name] = optimizer
         if scheduler is not None:
             self._schedulers[name] = _Scheduled(scheduler, interval)

@@ -1,0 +1,1 @@
+"""CFGen: train on counterfactual (foreground removed) and factual (background replaced) images."""

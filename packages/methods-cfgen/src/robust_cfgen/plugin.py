@@ -1,0 +1,27 @@
+"""The module robust loads through the ``robust`` entry point. Torch-free: lazy references only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from robust import hookimpl
+
+
+@hookimpl
+def register_methods(register: Any) -> None:
+    register(
+        "cfgen",
+        "robust_cfgen.cfgen:CFGen",
+        config="robust_cfgen.config:CFGenConfig",
+        description="CFGen: counterfactual images (foreground box infilled, trained away from the label), factual "
+        "images (background replaced, label kept) and an input-gradient penalty outside the foreground.",
+        paper="Chang, Adam, Goldenberg. Towards Robust Classification Model by Counterfactual and Invariant Data "
+        "Generation. CVPR 2021.",
+    )
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    from robust_cfgen.commands import cfgen  # click only, no torch
+
+    cli.add_command(cfgen)
