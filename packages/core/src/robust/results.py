@@ -107,15 +107,17 @@ class RunDir:
 
 
 def _write_history_file(path: Path, records: list[dict[str, Any]]) -> None:
+    """One (records x metrics) float64 table and its column names: a few datasets whatever the number
+    of metrics (one dataset per metric made every rewrite cost ~0.1 s with 100 groups)."""
     keys = sorted({k for r in records for k in r["metrics"]})
+    table = np.array([[r["metrics"].get(k, math.nan) for k in keys] for r in records], dtype=np.float64)
     with h5py.File(path, "w") as handle:
-        handle.attrs["format"] = "robust-history-v1"
+        handle.attrs["format"] = "robust-history-v2"
         handle.create_dataset("phase", data=np.array([r["phase"] for r in records], dtype=h5py.string_dtype()))
         handle.create_dataset("epoch", data=np.array([r["epoch"] for r in records], dtype=np.int64))
         handle.create_dataset("step", data=np.array([r["step"] for r in records], dtype=np.int64))
-        for key in keys:
-            values = [r["metrics"].get(key, math.nan) for r in records]
-            handle.create_dataset(f"metrics/{key}", data=np.asarray(values, dtype=np.float64))
+        handle.create_dataset("metric_names", data=np.array(keys, dtype=h5py.string_dtype()))
+        handle.create_dataset("metrics", data=table.reshape(len(records), len(keys)))
 
 
 def read_history(path: str | Path) -> dict[str, np.ndarray]:
@@ -125,7 +127,11 @@ def read_history(path: str | Path) -> dict[str, np.ndarray]:
         out["phase"] = np.array([p.decode() if isinstance(p, bytes) else p for p in handle["phase"][()]])
         out["epoch"] = handle["epoch"][()]
         out["step"] = handle["step"][()]
-        if "metrics" in handle:
+        if "metric_names" in handle:  # robust-history-v2: one table
+            names = [n.decode() if isinstance(n, bytes) else n for n in handle["metric_names"][()]]
+            table = handle["metrics"][()]
+            out.update({name: table[:, i] for i, name in enumerate(names)})
+        elif "metrics" in handle:  # v1: one dataset per metric
 
             def visit(name: str, obj: Any) -> None:
                 if isinstance(obj, h5py.Dataset):
