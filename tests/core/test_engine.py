@@ -170,3 +170,29 @@ def test_a_method_can_turn_amp_off_by_default(tmp_path, register_plugin, monkeyp
         make_run(tmp_path / "b", method="full-precision", sets=["train.amp=bf16"], epochs=1)
         make_run(tmp_path / "c", epochs=1)
     assert asked == ["off", "bf16", "auto"]
+
+
+def test_datasets_can_ask_for_auc_and_derived_metrics(tmp_path, register_plugin):
+    from dataclasses import replace
+
+    from robust import hookimpl
+
+    from .tiny import TinyConfig, load_tiny
+
+    def load(config, root):
+        bundle = load_tiny(TinyConfig(), root)
+        bundle.info = replace(bundle.info, auc=True, derived_metrics={"test/gap": ["val/avg_acc", "test/avg_acc"]})
+        return bundle
+
+    class Plugin:
+        @hookimpl
+        def register_datasets(self, register):
+            register("tiny-auc", load, description="tiny with AUC", default_model="mlp")
+
+    with register_plugin(Plugin(), "tiny-auc-plugin"):
+        resolved = resolve_run_config("erm", dataset="tiny-auc", sets=["lr=0.05"], flags={"epochs": 2})
+        summary = Run(resolved, tmp_path / "run", quiet=True).fit()
+    assert summary["default_selection"] == "best_val_auc"
+    metrics = summary["selection"]["best_val_auc"]["metrics"]
+    assert 0 <= metrics["val/macro_auc"] <= 1 and "test/macro_auc" in metrics
+    assert metrics["test/gap"] == pytest.approx(metrics["val/avg_acc"] - metrics["test/avg_acc"])

@@ -145,3 +145,13 @@ def test_binary_auc_matches_pairwise_definition():
     assert binary_auc(scores, labels) == pytest.approx(sum(pairs) / len(pairs))
     with pytest.raises(ValueError):
         binary_auc(scores, labels + 1)
+
+
+def test_macro_auc_averages_one_vs_rest_over_present_classes():
+    from robust.metrics import binary_auc, macro_auc
+
+    scores = torch.tensor([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1]])
+    labels = torch.tensor([0, 1, 1, 0])  # class 2 absent: left out
+    expected = (binary_auc(scores[:, 0], (labels == 0).long()) + binary_auc(scores[:, 1], (labels == 1).long())) / 2
+    assert macro_auc(scores, labels) == pytest.approx(expected)
+    assert macro_auc(scores[:2, :], torch.tensor([0, 0])) is None

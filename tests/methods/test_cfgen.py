@@ -137,3 +137,30 @@ def test_preview_writes_a_grid_of_every_infill(tmp_path):
         width, height = image.size
     assert width == 32 * (1 + 4 + 4)  # original, 4 CF infills, 4 F infills
     assert height == 14 + 3 * 32
+
+
+def test_bit_backbone_builds_from_scratch_and_refuses_a_missing_checkpoint(tmp_path):
+    from robust.models import Classifier
+    from robust.models.torchvision_resnet import WeightsError
+    from robust_cfgen.bit import build_bit_s_r50x1
+
+    model = build_bit_s_r50x1({"weights": None, "zero_head": True}, num_classes=3, input_shape=(3, 32, 32))
+    assert isinstance(model, Classifier) and model.feature_dim == 2048
+    x = torch.randn(2, 3, 32, 32)
+    assert model.features(x).shape == (2, 2048)
+    assert torch.equal(model(x), torch.zeros(2, 3))  # zero head, as the reference on CCT
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms, "BiT uses GroupNorm"
+    with pytest.raises(WeightsError, match="npz"):
+        build_bit_s_r50x1({"weights": str(tmp_path / "missing.npz")}, num_classes=3, input_shape=(3, 32, 32))
+
+
+def test_presets_follow_the_reference():
+    config = resolve_run_config("cfgen", dataset="waterbirds").config
+    assert config.preset == "waterbirds"
+    assert (config.method["optimizer"], config.method["lr"], config.method["schedule"]) == ("sgd", 8e-4, "plateau")
+    assert (config.train.epochs, config.train.batch_size, config.train.augment) == (40, 32, "bbox_crop_flip")
+    assert config.model["name"] == "bit-s-r50x1"
+    cct = resolve_run_config("cfgen", dataset="cct").config
+    assert (cct.method["optimizer"], cct.method["milestones"], cct.train.batch_size) == ("rmsprop", [15, 30, 45], 64)
+    assert cct.model["zero_head"] is True

@@ -140,6 +140,9 @@ class DatasetInfo:
     ``crop_padding`` is the pad of ``crop_flip`` in pixels (None: an eighth of the image side).
     ``test_metric`` is the test metric the dataset's papers report (``avg_acc``; BFFHQ's papers
     report ``conflicting_acc``): the ``oracle_test`` selection rule maximises it.
+    ``auc``: also compute the macro one-vs-rest AUC of every eval split (CCT selects models by it).
+    ``derived_metrics``: metrics computed from others after each evaluation, ``{name: [a, b, ...]}``
+    = a - b - ... (IN-9's ``bg_gap``: ``test_mixed_same/avg_acc - test_mixed_rand/avg_acc``).
     """
 
     name: str
@@ -154,6 +157,8 @@ class DatasetInfo:
     train_augment: str = "none"
     crop_padding: int | None = None
     test_metric: str = "avg_acc"
+    auc: bool = False
+    derived_metrics: dict[str, list[str]] = field(default_factory=dict)
     has_masks: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

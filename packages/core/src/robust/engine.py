@@ -30,7 +30,7 @@ from robust.device import resolve_device, resolve_precision
 from robust.errors import ConfigError, NonFiniteLossError
 from robust.loader import BatchLoader
 from robust.method import Method, MethodContext, Phase
-from robust.metrics import accuracy_metrics
+from robust.metrics import accuracy_metrics, macro_auc
 from robust.plugins import plugin_distribution, pm
 from robust.registry import get_registry
 from robust.resolve import Resolved
@@ -325,28 +325,33 @@ class Run:
     # -- evaluation and selection ---------------------------------------------------------
 
     @torch.no_grad()
-    def predictions(self, split: str) -> tuple[Tensor, float]:
-        """Predicted classes for every sample of an eval split, and the mean cross-entropy."""
+    def predictions(self, split: str, scores: bool = False) -> tuple[Tensor, float, Tensor | None]:
+        """Predicted classes for every sample of an eval split, the mean cross-entropy, and (when
+        ``scores``) the softmax probabilities."""
         loader = self._eval_loaders[split]
         was_training = self.method.training
         self.method.eval()
-        preds = []
+        preds, probs = [], []
         loss = torch.zeros((), device=self.device)
         for batch in loader.batches(loader.sequential()):
             with self.precision.autocast():
                 logits = self.method.predict(batch.x)
             preds.append(logits.argmax(dim=1))
             loss += F.cross_entropy(logits.float(), batch.y, reduction="sum")
+            if scores:
+                probs.append(logits.float().softmax(dim=1))
         self.method.train(was_training)
         if not preds:
-            return torch.empty(0, dtype=torch.long, device=self.device), math.nan
-        return torch.cat(preds), loss.item() / len(loader)
+            return torch.empty(0, dtype=torch.long, device=self.device), math.nan, None
+        return torch.cat(preds), loss.item() / len(loader), torch.cat(probs) if scores else None
 
     def evaluate_splits(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
         for name, loader in self._eval_loaders.items():
-            preds, loss = self.predictions(name)
+            preds, loss, probs = self.predictions(name, scores=self.info.auc)
             metrics[f"{name}/loss"] = loss
+            if probs is not None and (auc := macro_auc(probs, loader.labels)) is not None:
+                metrics[f"{name}/macro_auc"] = auc
             split_metrics = accuracy_metrics(
                 preds,
                 loader.labels,
@@ -357,6 +362,9 @@ class Run:
                 train_group_counts=self.info.train_group_counts or None,
             )
             metrics.update({f"{name}/{key}": value for key, value in split_metrics.items()})
+        for name, terms in self.info.derived_metrics.items():
+            if terms and all(t in metrics for t in terms):
+                metrics[name] = metrics[terms[0]] - sum(metrics[t] for t in terms[1:])
         return metrics
 
     def _evaluate(self, phase: Phase, train_logs: dict[str, float]) -> dict[str, Any]:

@@ -21,6 +21,9 @@ key                         definition (all in [0, 1]; computed on one split)
                             definition, meaningful as "unbiased" only on an unbiased split.
 ``unbiased_cellmean_acc``   mean accuracy over the non-empty (label, bias) cells; LfF's
                             definition, unbiased even when the split is not balanced.
+``macro_auc``               mean over classes of the one-vs-rest ROC AUC of the softmax score,
+                            classes absent from the split (or filling it) left out (CFGen on CCT;
+                            only for datasets that ask for it).
 ==========================  ===================================================================
 
 Naming trap: "adjusted accuracy" means ``train_weighted_acc`` in WILDS (Waterbirds' "adjusted
@@ -114,6 +117,13 @@ def binary_auc(scores: Tensor, labels: Tensor) -> float | None:
     mean_rank = ends - (counts.double() - 1) / 2  # 1-based average rank of each distinct value
     rank_sum = mean_rank[inverse][positive].sum().item()
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def macro_auc(scores: Tensor, labels: Tensor) -> float | None:
+    """Mean one-vs-rest AUC of ``scores`` (N, C) over the classes with both positives and negatives."""
+    aucs = [binary_auc(scores[:, c], (labels == c).long()) for c in range(scores.shape[1])]
+    present = [a for a in aucs if a is not None]
+    return sum(present) / len(present) if present else None
 
 
 def _subset_accuracies(index: Tensor, correct: Tensor, size: int, name: str) -> dict[int, float]:

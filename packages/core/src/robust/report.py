@@ -21,6 +21,7 @@ from robust.results import SUMMARY
 from robust.selection import LABELS
 
 SHORT_LABELS = {
+    "best_val_auc": "val auc",
     "best_val_worst_group": "val wg",
     "best_val_worst_class": "val wc",
     "best_val_avg": "val avg",

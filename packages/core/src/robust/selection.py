@@ -2,6 +2,8 @@
 
 Rules (each a key of ``summary.json["selection"]``):
 
+* ``best_val_auc``: highest val macro AUC, for datasets that compute it (``DatasetInfo.auc``: CCT,
+  as CFGen selects); the default rule where present;
 * ``best_val_worst_group``: highest val worst-group accuracy (needs val group labels);
 * ``best_val_worst_class``: highest val worst-class accuracy (when val groups are unknown);
 * ``best_val_avg``: highest val average accuracy;
@@ -18,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 RULES: dict[str, str | None] = {
+    "best_val_auc": "val/macro_auc",
     "best_val_worst_group": "val/worst_group_acc",
     "best_val_worst_class": "val/worst_class_acc",
     "best_val_avg": "val/avg_acc",
@@ -26,6 +29,7 @@ RULES: dict[str, str | None] = {
 }
 
 LABELS: dict[str, str] = {
+    "best_val_auc": "best val macro AUC",
     "best_val_worst_group": "best val worst-group acc",
     "best_val_worst_class": "best val worst-class acc",
     "best_val_avg": "best val avg acc",
@@ -36,7 +40,7 @@ LABELS: dict[str, str] = {
 
 def default_rule(available: list[str]) -> str:
     """The rule a report shows first: group-aware when val groups exist, as the field does."""
-    for rule in ("best_val_worst_group", "best_val_worst_class", "best_val_avg", "last"):
+    for rule in ("best_val_auc", "best_val_worst_group", "best_val_worst_class", "best_val_avg", "last"):
         if rule in available:
             return rule
     return "last"

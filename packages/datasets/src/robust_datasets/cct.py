@@ -172,7 +172,7 @@ def union(boxes: list[Box], side: int) -> Box:
     )
 
 
-@cached_dataset("cct", config_class=CCTConfig)
+@cached_dataset("cct", config_class=CCTConfig, version=2)
 def load(config: CCTConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
     """CCT ECCV'18 from ``DATA_ROOT/cct`` (or ``config.root``)."""
     import torch
@@ -228,6 +228,7 @@ def load(config: CCTConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
         std=IMAGENET_STD,
         train_augment="crop_flip",
         has_masks=config.masks,
+        auc=True,  # CFGen selects CCT models by val macro AUC
         extra={
             "folder": str(folder),
             "category_ids": category_ids,

@@ -206,13 +206,14 @@ def _load(name: str, config: ImageNet9Config | dict[str, Any], data_root: Path) 
         std=IMAGENET_STD,
         train_augment="crop_flip",
         has_masks=config.masks,
+        derived_metrics={"test/bg_gap": ["test_mixed_same/avg_acc", "test_mixed_rand/avg_acc"]},
         extra={
             "folder": str(folder),
             "class_folders": class_folders,
             "split_folders": folders,
             "split_sizes": counts,
             "train_no_fg_files": no_fg_found if config.masks else None,
-            "bg_gap": "accuracy on test_mixed_same minus accuracy on test_mixed_rand",
+            "bg_gap": "test/bg_gap: accuracy on test_mixed_same minus accuracy on test_mixed_rand",
         },
     )
     return DatasetBundle(info=info, splits=splits)
@@ -223,13 +224,13 @@ def _no_fg_path(root: Path, class_folder: str, path: Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-@cached_dataset("in9", config_class=ImageNet9Config)
+@cached_dataset("in9", config_class=ImageNet9Config, version=2)
 def load_in9(config: ImageNet9Config | dict[str, Any], data_root: Path) -> DatasetBundle:
     """ImageNet-9 with the original training set (``DATA_ROOT/bg_challenge``, or ``config.root``)."""
     return _load("in9", config, data_root)
 
 
-@cached_dataset("in9l", config_class=ImageNet9Config)
+@cached_dataset("in9l", config_class=ImageNet9Config, version=2)
 def load_in9l(config: ImageNet9Config | dict[str, Any], data_root: Path) -> DatasetBundle:
     """ImageNet-9 with the large in9l training set (``train/in9l/{train,val}``)."""
     return _load("in9l", config, data_root)

@@ -21,6 +21,17 @@ def register_methods(register: Any) -> None:
 
 
 @hookimpl
+def register_models(register: Any) -> None:
+    register(
+        "bit-s-r50x1",
+        "robust_cfgen.bit:build_bit_s_r50x1",
+        config="robust_cfgen.bit:BiTConfig",
+        description="BiT-S-R50x1 (ResNet-50 v2, GroupNorm + weight standardisation, ImageNet-1k), CFGen's "
+        "backbone, via timm.",
+    )
+
+
+@hookimpl
 def register_commands(cli: Any) -> None:
     from robust_cfgen.commands import cfgen  # click only, no torch
 
