@@ -164,3 +164,43 @@ def test_presets_follow_the_reference():
     cct = resolve_run_config("cfgen", dataset="cct").config
     assert (cct.method["optimizer"], cct.method["milestones"], cct.train.batch_size) == ("rmsprop", [15, 30, 45], 64)
     assert cct.model["zero_head"] is True
+
+
+@pytest.mark.parametrize("dataset", ["in9", "cct"])
+def test_runs_on_the_papers_dataset_layouts(tmp_path, dataset):
+    """in9 (silhouette masks from no_fg, the BG-gap) and cct (boxes only, AUC selection), generated
+    in their released layouts; the reference presets with a small model."""
+    if dataset == "in9":
+        from ..datasets.test_imagenet9 import write_tree
+
+        write_tree(tmp_path / "data")
+        sets = ["dataset.masks=true", "dataset.image_size=16"]
+    else:
+        from ..datasets.test_cct import write_cct
+
+        write_cct(tmp_path / "data")
+        sets = ["dataset.image_size=16"]
+    flags = {"epochs": 1, "data_root": str(tmp_path / "data")}
+    resolved = resolve_run_config(
+        "cfgen", dataset=dataset, model="cnn", sets=[*sets, "train.batch_size=4"], flags=flags
+    )
+    assert resolved.config.preset == dataset and resolved.config.train.augment == "bbox_crop_flip"
+    run = Run(resolved, tmp_path / "run", quiet=True)
+    seen = []
+    original = run.method.generate
+
+    def spy(x, y, mask):
+        seen.append(int(mask.flatten(1).amax(1).gt(0).sum()))
+        return original(x, y, mask)
+
+    run.method.generate = spy
+    summary = run.fit()
+    assert sum(seen) > 0, "some training images must get CF/F images"
+    metrics = summary["selection"][summary["default_selection"]]["metrics"]
+    if dataset == "in9":
+        assert metrics["test/bg_gap"] == pytest.approx(
+            metrics["test_mixed_same/avg_acc"] - metrics["test_mixed_rand/avg_acc"]
+        )
+    else:
+        assert summary["default_selection"] == "best_val_auc"
+        assert "test_trans/avg_acc" in metrics

@@ -285,3 +285,9 @@ def test_runs_on_the_released_layout_with_the_papers_preset(tmp_path, name, pct,
         assert "conflicting_acc" in oracle["label"]
         history = read_history(tmp_path / "run" / "history.h5")
         assert oracle["metrics"]["test/conflicting_acc"] == max(history["test/conflicting_acc"])
+
+
+def test_another_model_drops_the_presets_model_options():
+    config = resolve_run_config("disent", dataset="cmnist", model="cnn").config
+    assert config.model["name"] == "cnn" and "hidden_sizes" not in config.model
+    assert config.method["lambda_dis"] == 10  # the rest of the preset still applies

@@ -113,6 +113,10 @@ def resolve_run_config(
                 "preset with --set preset=none."
             )
         preset = presets[preset_name]
+        chosen_model = model or user.get("model", {}).get("name")
+        if chosen_model and preset.get("model", {}).get("name") not in (None, chosen_model):
+            # The preset's model options belong to its model; another model keeps its own defaults.
+            preset = {k: v for k, v in preset.items() if k != "model"}
 
     tree = deep_merge(deep_merge(deep_merge({"dataset": pattern_options}, preset), user), flag_tree)
     tree["preset"] = preset_name
