@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from robust import protocols
 from robust.errors import ConfigError, DataError
-from robust_datasets import cifar, protocols
+from robust_datasets import cifar
 
 PER_CLASS_10 = 30  # CIFAR-10 fixture: 300 training images, 6 batches' worth split over 5 files
 PER_CLASS_100 = 6  # CIFAR-100 fixture: 600 training images

@@ -129,6 +129,41 @@ class StreamSplit(Split):
         self._check_metadata(name)
 
 
+class SubsetSplit(StreamSplit):
+    """A view of some samples of a streamed split: ``read(i)`` reads ``base.read(indices[i])``."""
+
+    def __init__(self, base: StreamSplit, indices: Tensor) -> None:
+        self.base = base
+        self.indices = indices
+        self.labels = base.labels[indices]
+        self.groups = base.groups[indices] if base.groups is not None else None
+        self.bias = base.bias[indices] if base.bias is not None else None
+        self.bboxes = base.bboxes[indices] if base.bboxes is not None else None
+        self.preferred_workers = base.preferred_workers
+
+    def read(self, index: int) -> tuple[Tensor, Tensor | None]:
+        return self.base.read(int(self.indices[index]))
+
+
+def with_labels(split: Split, labels: Tensor) -> Split:
+    """The same split with other labels (label noise); groups and bias are kept."""
+    if isinstance(split, ArraySplit):
+        return replace(split, labels=labels)
+    view = subset_split(split, torch.arange(len(split)))
+    view.labels = labels
+    return view
+
+
+def subset_split(split: Split, indices: Tensor | Sequence[int]) -> Split:
+    """The samples at ``indices`` of any split (in memory: a copy; streamed: a view)."""
+    idx = torch.as_tensor(indices, dtype=torch.long)
+    if isinstance(split, ArraySplit):
+        return split.subset(idx)
+    if isinstance(split, StreamSplit):
+        return SubsetSplit(split, idx)
+    raise TypeError(f"cannot take a subset of a {type(split).__name__}")
+
+
 @dataclass
 class DatasetInfo:
     """Metadata the engine, metrics and methods need.

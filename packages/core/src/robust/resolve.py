@@ -129,13 +129,40 @@ def resolve_run_config(
     sections = {}
     for section, entry in (("method", method_entry), ("dataset", dataset_entry), ("model", model_entry)):
         options = {k: v for k, v in tree.get(section, {}).items() if k != "name"}
-        sections[section] = {"name": entry.name, **validate_section(section, entry.name, options, entry.load_config())}
+        generic: dict[str, Any] = {}
+        if section == "dataset":  # protocol options every dataset accepts (frac, imb_factor, noise...)
+            options, generic = _protocol_options(entry, options)
+        try:
+            own = validate_section(section, entry.name, options, entry.load_config())
+        except ConfigError as exc:
+            if section != "dataset":
+                raise
+            raise ConfigError(
+                f"{exc} Every dataset also accepts the protocol options frac, meta_per_class, imb_factor, noise, "
+                "noise_ratio and protocol_seed."
+            ) from None
+        sections[section] = {"name": entry.name, **own, **generic}
     top = {k: v for k, v in tree.items() if k not in ("method", "dataset", "model")}
     try:
         config = RunConfig.model_validate({**top, **sections})
     except ValidationError as exc:
         raise ConfigError(describe_validation_error("the run", exc, RunConfig)) from None
     return Resolved(config, method_entry, dataset_entry, model_entry)
+
+
+def _protocol_options(entry: Entry, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split off and validate the generic protocol options the dataset does not own."""
+    from robust.protocols import ProtocolOptions, split_protocol_options
+
+    config_cls = entry.load_config()
+    own, generic = split_protocol_options(options, set(config_cls.model_fields) if config_cls is not None else set())
+    if not generic:
+        return own, {}
+    try:
+        checked = ProtocolOptions.model_validate(generic)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(f"dataset {entry.name!r}", exc, ProtocolOptions)) from None
+    return own, checked.model_dump(mode="json", exclude_unset=True)
 
 
 def _dataset_options(entry: Entry, given: dict[str, Any]) -> dict[str, Any]:

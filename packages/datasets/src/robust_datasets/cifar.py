@@ -54,9 +54,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from robust import protocols
 from robust.config import DatasetConfig
 from robust.errors import ConfigError, DataError
-from robust_datasets import protocols
 from robust_datasets.missing import missing_dataset
 from robust_datasets.plugin import CIFAR_SOURCE
 

@@ -1,0 +1,75 @@
+"""Subsampling, long tail, meta set and label noise on any registered dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from robust.data import ArraySplit, DatasetBundle, StreamSplit, SubsetSplit, subset_split
+from robust.datasets import load_dataset
+from robust.errors import ConfigError
+from robust.protocols import ProtocolOptions, apply_protocol, stratified_fraction
+from robust.resolve import resolve_run_config
+
+from .tiny import TinyConfig, TinyPlugin, load_tiny
+
+
+@pytest.fixture(autouse=True)
+def tiny(register_plugin):
+    with register_plugin(TinyPlugin(), "tiny-test-plugin"):
+        yield
+
+
+def bundle(n_train: int = 96) -> DatasetBundle:
+    return load_tiny(TinyConfig(n_train=n_train), None)
+
+
+def test_frac_keeps_a_share_of_every_group_in_every_split():
+    data = bundle(400)
+    out = apply_protocol(data, ProtocolOptions(frac=0.25))
+    for name, split in out.splits.items():
+        before = torch.bincount(data.splits[name].groups, minlength=4)
+        after = torch.bincount(split.groups, minlength=4)
+        expected = torch.clamp(torch.round(before.float() * 0.25), min=1) * (before > 0)
+        assert torch.equal(after, expected.long()), name
+    assert stratified_fraction(np.array([0, 0, 1]), 0.01, 0).tolist() in ([0, 2], [1, 2])  # at least 1 each
+
+
+def test_meta_set_then_long_tail_then_noise_on_the_training_split():
+    data = bundle(400)
+    out = apply_protocol(data, ProtocolOptions(meta_per_class=10, imb_factor=4, noise="unif", noise_ratio=0.5))
+    meta = out.aux["meta"]
+    assert torch.bincount(meta.labels, minlength=2).tolist() == [10, 10]
+    counts = out.info.extra["protocol_train_counts"]
+    n_max = int(torch.bincount(data.splits["train"].labels).min()) - 10
+    assert counts == [n_max, int(n_max / 4)]
+    assert 0.1 < out.info.extra["protocol_noise_rate"] < 0.4  # unif 0.5 over 2 classes: 0.25 expected
+    assert len(out.splits["val"]) == len(data.splits["val"])  # evaluation splits untouched
+    assert out.info.extra["protocol"] == {"meta_per_class": 10, "imb_factor": 4.0, "noise": "unif", "noise_ratio": 0.5}
+
+
+def test_streamed_splits_are_subset_by_view():
+    class Streamed(StreamSplit):
+        def __init__(self, split: ArraySplit) -> None:
+            super().__init__(labels=split.labels, groups=split.groups, bias=split.bias)
+            self.images = split.images
+
+        def read(self, index: int):
+            return self.images[index], None
+
+    array = bundle().splits["train"]
+    view = subset_split(Streamed(array), torch.tensor([5, 2]))
+    assert isinstance(view, SubsetSplit) and view.labels.tolist() == array.labels[[5, 2]].tolist()
+    assert torch.equal(view.read(1)[0], array.images[2])
+
+
+def test_protocol_options_through_resolve_and_loading(tmp_path):
+    config = resolve_run_config("erm", dataset="tiny", sets=["dataset.frac=0.5", "dataset.imb_factor=2"]).config
+    assert config.dataset == {"name": "tiny", "n_train": 96, "spurious": 0.9, "frac": 0.5, "imb_factor": 2.0}
+    data = load_dataset("tiny", {"frac": 0.5})
+    assert len(data.splits["train"]) < 96
+    with pytest.raises(ConfigError, match="protocol options"):
+        resolve_run_config("erm", dataset="tiny", sets=["dataset.fraction=0.5"])
+    with pytest.raises(ConfigError, match="frac"):
+        resolve_run_config("erm", dataset="tiny", sets=["dataset.frac=2"])
