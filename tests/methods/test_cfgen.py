@@ -135,8 +135,8 @@ def test_preview_writes_a_grid_of_every_infill(tmp_path):
     assert result.returncode == 0, result.stderr
     with Image.open(out) as image:
         width, height = image.size
-    assert width == 32 * (1 + 4 + 4)  # original, 4 CF infills, 4 F infills
-    assert height == 14 + 3 * 32
+    assert width == 64 * (1 + 4 + 4)  # original, 4 CF infills, 4 F infills (32-px images shown at 64)
+    assert height == 14 + 3 * 64
 
 
 def test_bit_backbone_builds_from_scratch_and_refuses_a_missing_checkpoint(tmp_path):

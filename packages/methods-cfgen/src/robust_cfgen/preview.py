@@ -17,6 +17,7 @@ from robust.infill import InfillContext, apply_infill, boxes_to_mask, rectangle_
 from robust.registry import get_registry
 
 LABEL_HEIGHT = 14
+MIN_TILE = 64  # pixels per tile at least
 
 
 def _foreground_batch(bundle: Any, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -106,6 +107,8 @@ def write_preview(
         columns.append((f"F {name}", apply_infill(name, x, mask, ctx)))
     tiles = [((img * std + mean).clamp(0, 1) * 255).round().byte() for _, img in columns]
     n, _, h, w = x.shape
+    zoom = max(1, -(-MIN_TILE // w))  # small images are enlarged (nearest) so that labels fit
+    h, w = h * zoom, w * zoom
     grid = Image.new("RGB", (w * len(columns), LABEL_HEIGHT + h * n), "white")
     draw = ImageDraw.Draw(grid)
     for col, (label, _) in enumerate(columns):
@@ -114,7 +117,8 @@ def write_preview(
             pixels = tiles[col][row].permute(1, 2, 0).numpy()
             if pixels.shape[2] == 1:
                 pixels = np.repeat(pixels, 3, axis=2)
-            grid.paste(Image.fromarray(pixels), (col * w, LABEL_HEIGHT + row * h))
+            tile = Image.fromarray(pixels).resize((w, h), Image.Resampling.NEAREST)
+            grid.paste(tile, (col * w, LABEL_HEIGHT + row * h))
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
