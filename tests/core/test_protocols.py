@@ -73,3 +73,12 @@ def test_protocol_options_through_resolve_and_loading(tmp_path):
         resolve_run_config("erm", dataset="tiny", sets=["dataset.fraction=0.5"])
     with pytest.raises(ConfigError, match="frac"):
         resolve_run_config("erm", dataset="tiny", sets=["dataset.frac=2"])
+
+
+def test_a_meta_set_alone_keeps_every_other_training_image():
+    data = bundle(400)
+    out = apply_protocol(data, ProtocolOptions(meta_per_class=10))
+    before = torch.bincount(data.splits["train"].labels, minlength=2)
+    after = torch.bincount(out.splits["train"].labels, minlength=2)
+    assert torch.equal(after, before - 10)  # classes stay as unbalanced as they were
+    assert len(out.aux["meta"]) == 20

@@ -68,14 +68,23 @@ def cli() -> None:
 
     \b
     Quick tour:
-      robust list                          methods, datasets, models, losses, infills, plugins
+      robust list                          methods, datasets, models, losses, infills, mask providers, plugins
       robust info erm                      a method's options, defaults and presets
       robust run erm --dataset synthetic-waterbirds --epochs 5
       robust report runs/                  mean ± std over seeds
     """
 
 
-KIND_NAMES = {"methods": "method", "datasets": "dataset", "models": "model", "losses": "loss", "infills": "infill"}
+KIND_NAMES = {
+    "methods": "method",
+    "datasets": "dataset",
+    "models": "model",
+    "losses": "loss",
+    "infills": "infill",
+    "mask-providers": "mask_provider",
+}
+# Kinds registered as plain functions: their keyword arguments after these positional ones are the options.
+FUNCTION_KINDS = {"infill": 3, "mask_provider": 1}
 
 
 @cli.command("list")
@@ -140,7 +149,7 @@ def list_command(kind: str, pattern: str | None, as_json: bool) -> None:
     "--kind", type=click.Choice(list(KIND_NAMES.values())), help="Which kind, when a name is registered as several."
 )
 def info(name: str, kind: str | None) -> None:
-    """Show a method, dataset, model, loss or infill: its package, options with defaults, presets."""
+    """Show a method, dataset, model, loss, infill or mask provider: its package, options, presets."""
     from rich.console import Console
     from rich.table import Table
 
@@ -166,12 +175,13 @@ def info(name: str, kind: str | None) -> None:
             console.print(entry.description)
         for key, value in entry.metadata.items():
             console.print(f"{key}: {value}")
-        if entry.kind == "infill":  # a function: its keyword arguments are the options
+        if entry.kind in FUNCTION_KINDS:  # a function: its keyword arguments are the options
             import inspect
 
-            params = list(inspect.signature(entry.load()).parameters.values())[3:]
+            params = list(inspect.signature(entry.load()).parameters.values())[FUNCTION_KINDS[entry.kind] :]
             shown = ", ".join(f"{p.name}={p.default!r}" for p in params) or "none"
-            console.print(f"options (set through the method that uses this infill): {shown}")
+            what = entry.kind.replace("_", " ")
+            console.print(f"options (set through the method that uses this {what}): {shown}")
             continue
         table = Table(
             title=f"options of {entry.kind} {entry.name!r}  (--set {'' if entry.kind == 'method' else entry.kind + '.'}KEY=VALUE)"

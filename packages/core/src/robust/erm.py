@@ -10,6 +10,7 @@ from torch import Tensor
 
 from robust.config import MethodConfig
 from robust.data import Batch
+from robust.errors import ConfigError
 from robust.method import Method, MethodContext
 
 
@@ -19,6 +20,7 @@ class ERMConfig(MethodConfig):
     optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("sgd", description="Optimiser.")
     lr: float = Field(1e-3, gt=0, description="Learning rate.")
     momentum: float = Field(0.9, ge=0, description="SGD (and RMSprop) momentum.")
+    nesterov: bool = Field(False, description="Nesterov momentum for SGD (needs momentum > 0).")
     weight_decay: float = Field(1e-4, ge=0, description="Weight decay (L2).")
     schedule: Literal["constant", "cosine", "step", "plateau"] = Field(
         "constant",
@@ -37,7 +39,15 @@ class ERMConfig(MethodConfig):
 def make_optimizer(params, config: ERMConfig) -> torch.optim.Optimizer:
     """The optimiser an ``ERMConfig`` describes (methods reuse it for their own networks)."""
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        if config.nesterov and config.momentum <= 0:
+            raise ConfigError("nesterov=true needs momentum > 0 (PyTorch's SGD refuses Nesterov without momentum).")
+        return torch.optim.SGD(
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+        )
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "rmsprop":

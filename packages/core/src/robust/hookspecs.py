@@ -86,6 +86,18 @@ def register_infills(register: Register) -> None:
 
 
 @hookspec
+def register_mask_providers(register: Register) -> None:
+    """Register mask providers: foreground masks for images that come without them.
+
+    Call ``register(name, "pkg.module:function", description=...)``. The function is called as
+    ``provider(images)`` with ``images`` a uint8 tensor ``(N, C, H, W)`` on the CPU (stored pixels,
+    not normalised) and returns a uint8 tensor ``(N, 1, H, W)``: 255 = foreground, 0 = background
+    (the layout of ``ArraySplit.masks``). Methods that need masks (CLP) take a provider's name as an
+    option and call it once at the start of a run. It must be deterministic (resume recomputes it).
+    """
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``robust`` CLI (``cli.command()`` / ``cli.group()``).
 

@@ -345,8 +345,10 @@ def apply_protocol(bundle: Any, options: ProtocolOptions) -> Any:
             seed,
             num_classes=C,
             num_meta=options.meta_per_class or 0,
-            # The smallest class can fill its quota: the counts follow the profile exactly.
-            n_max=float(np.bincount(labels, minlength=C).min()) - (options.meta_per_class or 0),
+            # With a long tail, the smallest class can fill its quota (the counts follow the profile
+            # exactly); without one, every class keeps all it has after the meta set.
+            n_max=float(np.bincount(labels, minlength=C).min() if options.imb_factor is not None else len(labels))
+            - (options.meta_per_class or 0),
         )
         if options.meta_per_class is not None:
             aux["meta"] = subset_split(train, torch.from_numpy(selection.meta))

@@ -1,4 +1,4 @@
-"""Named things plugins provide (methods, datasets, models, losses, infills), looked up by name.
+"""Named things plugins provide (methods, datasets, models, losses, infills, mask providers), looked up by name.
 
 Built from the ``register_*`` hooks on first use. Entries hold lazy references
 (``"module:attr"``) so that listing never imports torch; :meth:`Entry.load` imports.
@@ -23,6 +23,7 @@ KINDS: dict[str, str] = {
     "model": "register_models",
     "loss": "register_losses",
     "infill": "register_infills",
+    "mask_provider": "register_mask_providers",
 }
 
 

@@ -1,0 +1,263 @@
+"""Metadata augmentation: the meta set, its foreground masks, and its counterfactual and factual images.
+
+The meta set is small, clean and class-balanced (the datasets layer provides it as
+``aux["meta"]``: CIFAR-LT / noisy CIFAR's own, or ``--set dataset.meta_per_class=N`` on any
+dataset). Its batches are normalised exactly as training batches (the core's
+:class:`robust.loader.BatchLoader`) and drawn in random order, pass after pass
+(:class:`MetaBatches`).
+
+Each meta batch is augmented on the fly, for every image that has a foreground (the paper's
+Φ_cf and Φ_f, with the core's infill operators, :mod:`robust.infill`):
+
+* counterfactual (CF): the rectangle around the foreground is infilled (``cf_infill``), so the
+  class evidence is gone; trained away from the label, ``−log(1 − p_y)``;
+* factual (F): the background is infilled (``f_infill``), the foreground kept; trained with
+  ``CE(y)``.
+
+The meta loss (:func:`meta_objective`) normalises as CFGen does: the CE sum (originals and F) and
+the CF sum are both divided by the number of images in the enlarged batch.
+
+Masks come from the dataset (``masks``, or ``bboxes`` rasterised) or from a registered mask
+provider (:func:`with_provider_masks`; hook ``register_mask_providers``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robust.data import ArraySplit, Batch, DatasetInfo, Split, StreamSplit
+from robust.errors import DataError
+from robust.infill import InfillContext, apply_infill, boxes_to_mask, rectangle_mask
+from robust.loader import BatchLoader
+from robust.seeding import generator
+
+MaskProvider = Callable[[Tensor], Tensor]
+PROVIDER_CHUNK = 256  # images per provider call
+
+# -- masks -------------------------------------------------------------------------------------
+
+
+def foreground(batch: Batch) -> Tensor | None:
+    """The foreground mask ``(N, 1, H, W)`` in {0, 1}: the batch's mask, else its boxes rasterised."""
+    if batch.mask is not None:
+        return (batch.mask > 0.5).to(batch.x.dtype)
+    if batch.bbox is not None:
+        return boxes_to_mask(batch.bbox, batch.x.shape[-2], batch.x.shape[-1]).to(batch.x.dtype)
+    return None
+
+
+def has_mask_source(split: Split) -> bool:
+    """Whether batches of ``split`` carry a foreground (masks or boxes)."""
+    if split.bboxes is not None:
+        return True
+    if isinstance(split, ArraySplit):
+        return split.masks is not None
+    if isinstance(split, ProviderMaskedSplit):
+        return True
+    # A streamed split says whether it has masks only by reading; ask its first image.
+    return len(split) > 0 and split.read(0)[1] is not None  # type: ignore[attr-defined]
+
+
+def provider_masks(provider: MaskProvider, images: Tensor, name: str = "mask provider") -> Tensor:
+    """``provider``'s masks of uint8 ``images`` ``(N, C, H, W)``, checked, as uint8 ``(N, 1, H, W)`` in {0, 255}."""
+    n, _, h, w = images.shape
+    out = []
+    for start in range(0, n, PROVIDER_CHUNK):
+        part = images[start : start + PROVIDER_CHUNK].cpu()
+        masks = provider(part)
+        if not isinstance(masks, Tensor) or tuple(masks.shape) != (len(part), 1, h, w):
+            got = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+            raise DataError(
+                f"The {name} must return a uint8 tensor of shape ({len(part)}, 1, {h}, {w}) for images of shape "
+                f"{tuple(part.shape)}, got {got}."
+            )
+        out.append(torch.where(masks.cpu() > 127, 255, 0).to(torch.uint8))
+    return torch.cat(out) if out else torch.zeros(0, 1, h, w, dtype=torch.uint8)
+
+
+class ProviderMaskedSplit(StreamSplit):
+    """A streamed split whose ``read`` adds the provider's mask of each image (computed per read)."""
+
+    def __init__(self, base: StreamSplit, provider: MaskProvider, name: str) -> None:
+        self.base = base
+        self.provider = provider
+        self.name = name
+        self.labels, self.groups, self.bias, self.bboxes = base.labels, base.groups, base.bias, base.bboxes
+        self.preferred_workers = base.preferred_workers
+
+    def read(self, index: int) -> tuple[Tensor, Tensor | None]:
+        image, _ = self.base.read(index)
+        return image, provider_masks(self.provider, image[None], self.name)[0]
+
+
+def with_provider_masks(split: Split, provider: MaskProvider, name: str = "mask provider") -> Split:
+    """``split`` with its masks replaced by ``provider``'s: computed now for an in-memory split, per
+    read for a streamed one."""
+    if isinstance(split, ArraySplit):
+        return dataclasses.replace(split, masks=provider_masks(provider, split.images, name))
+    if isinstance(split, StreamSplit):
+        return ProviderMaskedSplit(split, provider, name)
+    raise TypeError(f"cannot add masks to a {type(split).__name__}")
+
+
+def in_memory(split: Split) -> ArraySplit:
+    """The split as an :class:`ArraySplit` (a meta set is small: read a streamed one once)."""
+    if isinstance(split, ArraySplit):
+        return split
+    if not isinstance(split, StreamSplit):
+        raise TypeError(f"cannot read a {type(split).__name__}")
+    images, masks = [], []
+    for i in range(len(split)):
+        image, mask = split.read(i)
+        images.append(image)
+        masks.append(mask)
+    has_masks = bool(masks) and all(m is not None for m in masks)
+    return ArraySplit(
+        labels=split.labels,
+        groups=split.groups,
+        bias=split.bias,
+        bboxes=split.bboxes,
+        images=torch.stack(images),
+        masks=torch.stack(masks) if has_masks else None,  # type: ignore[arg-type]
+    )
+
+
+# -- the meta batches ------------------------------------------------------------------------
+
+
+class MetaBatches(nn.Module):
+    """An endless stream of meta batches: each pass over the meta set in a fresh random order.
+
+    The order of pass ``k`` is drawn from a generator seeded by the run's seed and ``k``; the pass
+    and the position in it are buffers, so a resumed run draws the same meta batches. A pass ends
+    when fewer than a full batch is left (``drop_last``, as the reference's meta loader); a meta set
+    smaller than one batch is one batch.
+    """
+
+    def __init__(
+        self,
+        split: ArraySplit,
+        info: DatasetInfo,
+        device: torch.device,
+        *,
+        batch_size: int,
+        seed: int,
+        augmentation: str = "none",
+        data_on_device: str = "auto",
+    ) -> None:
+        super().__init__()
+        if len(split) == 0:
+            raise DataError("The meta set is empty.")
+        self.split = split
+        self.seed = seed
+        self.loader = BatchLoader(
+            split,
+            info,
+            device,
+            batch_size=min(batch_size, len(split)),
+            augmentation=augmentation,
+            expose_groups=False,
+            data_on_device=data_on_device,
+            num_workers=0,
+        )
+        self.register_buffer("pass_index", torch.zeros((), dtype=torch.long))
+        self.register_buffer("cursor", torch.zeros((), dtype=torch.long))
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def order(self, pass_index: int) -> Tensor:
+        return torch.randperm(len(self.split), generator=generator(self.seed, "cpu", "clp-meta", pass_index))
+
+    def next(self) -> Batch:
+        size = self.loader.batch_size
+        if int(self.cursor) + size > len(self.split):
+            self.pass_index += 1
+            self.cursor.zero_()
+        pass_index, cursor = int(self.pass_index), int(self.cursor)
+        chunk = self.order(pass_index)[cursor : cursor + size]
+        augment = None
+        if self.loader.augmentation != "none":
+            augment = generator(self.seed, self.loader.device, "clp-meta-augment", pass_index, cursor)
+        self.cursor += size
+        return next(iter(self.loader.batches(chunk, generator=augment)))
+
+
+# -- counterfactual and factual images ---------------------------------------------------------
+
+
+class MetadataAugmentation(nn.Module):
+    """CF and F images of a meta batch with the core's infill operators (randomness: torch's global
+    generator, which the engine seeds and checkpoints)."""
+
+    def __init__(
+        self,
+        cf_infill: str,
+        f_infill: str,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        *,
+        fgsm_eps: float = 0.5,
+        fgsm_alpha: float | None = None,
+        noise_std: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.cf_infill = cf_infill
+        self.f_infill = f_infill
+        self.fgsm_eps, self.fgsm_alpha, self.noise_std = fgsm_eps, fgsm_alpha, noise_std
+        channels = len(mean)
+        self.register_buffer("mean", torch.tensor(mean).view(1, channels, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, channels, 1, 1), persistent=False)
+
+    @property
+    def enabled(self) -> bool:
+        return self.cf_infill != "none" or self.f_infill != "none"
+
+    def _options(self, infill: str) -> dict[str, Any]:
+        if infill == "fgsm":
+            return {"eps": self.fgsm_eps, "alpha": self.fgsm_alpha}
+        if infill == "random":
+            return {"noise_std": self.noise_std}
+        return {}
+
+    def forward(self, x: Tensor, y: Tensor, mask: Tensor, model: nn.Module) -> tuple[Tensor | None, Tensor | None]:
+        """``(x_cf, x_f)`` of images ``x`` that all have a foreground ``mask``; None where switched off.
+
+        CF: the foreground's RECTANGLE is filled (keep = 1 − box), so no silhouette is left; F: the
+        background is filled (keep = the mask). ``model`` is what ``fgsm`` attacks (in eval mode).
+        """
+        ctx = InfillContext(mean=self.mean, std=self.std, generator=None, labels=y, model=model, module=model)
+        x_cf = x_f = None
+        if self.cf_infill != "none":
+            keep = 1.0 - rectangle_mask(mask)
+            x_cf = apply_infill(self.cf_infill, x, keep, ctx, **self._options(self.cf_infill))
+        if self.f_infill != "none":
+            x_f = apply_infill(self.f_infill, x, mask, ctx, **self._options(self.f_infill))
+        return x_cf, x_f
+
+
+# -- the meta loss ---------------------------------------------------------------------------
+
+
+def counterfactual_loss(logits: Tensor, removed: Tensor) -> Tensor:
+    """Per-sample ``−log(1 − p_k)`` for the class ``k = removed`` taken out of the image (stable)."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    return -torch.logsumexp(logp.scatter(1, removed[:, None], float("-inf")), dim=1)
+
+
+def meta_objective(
+    logits: Tensor, labels: Tensor, cf_logits: Tensor | None = None, removed: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(ce, cf)`` of an augmented meta batch, normalised as CFGen: with CF images, both sums are
+    divided by the total number of images (labelled + CF); without, ``ce`` is the plain mean."""
+    ce = F.cross_entropy(logits.float(), labels, reduction="sum")
+    if cf_logits is None or removed is None or len(removed) == 0:
+        return ce / len(labels), ce.new_zeros(())
+    total = len(labels) + len(removed)
+    return ce / total, counterfactual_loss(cf_logits, removed).sum() / total

@@ -1,0 +1,137 @@
+"""The training characteristics: the perturbation network's ten inputs per sample.
+
+For a sample with label ``y``, logits ``z``, ``p = softmax(z)``, penultimate features ``h`` and
+the classifier's weight row ``W_y`` (``weight_feature`` in the reference, in its order):
+
+ 1. ``loss``              CE(z, y)
+ 2. ``margin``            p_y − max_{k≠y} p_k
+ 3. ``grad_norm``         ‖1 − p‖₂: the reference's proxy for the logit-gradient norm (the true
+                          CE logit gradient is p − onehot(y); we keep the reference's quantity)
+ 4. ``cosine``            cos(h, W_y)
+ 5. ``neg_entropy``       Σ_k p_k log p_k (minus the entropy, the reference's sign)
+ 6. ``class_prior``       n_y / N, the label's frequency in the training set
+ 7. ``class_loss``        L̄_y, the mean loss of class y over the previous epoch
+ 8. ``class_weight_norm`` ‖W_y‖₂
+ 9. ``relative_loss``     loss − L̄_y
+10. ``relative_margin``   margin − M̄_y, M̄_y the previous epoch's mean margin of class y
+
+They are inputs, not paths for gradients: computed without a graph. The class statistics
+(:class:`ClassStatistics`) are accumulated over an epoch and rolled over at its end; in the first
+epoch L̄ = 5 and M̄ = 1 for every class, the reference's initial values.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NAMES: tuple[str, ...] = (
+    "loss",
+    "margin",
+    "grad_norm",
+    "cosine",
+    "neg_entropy",
+    "class_prior",
+    "class_loss",
+    "class_weight_norm",
+    "relative_loss",
+    "relative_margin",
+)
+NUM_CHARACTERISTICS = len(NAMES)
+LOSS, MARGIN = NAMES.index("loss"), NAMES.index("margin")
+INITIAL_CLASS_LOSS = 5.0  # the reference's loss_tensor_last
+INITIAL_CLASS_MARGIN = 1.0  # the reference's margin_tensor_last
+
+
+@torch.no_grad()
+def characteristics(
+    logits: Tensor,
+    features: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    class_prior: Tensor,
+    class_loss: Tensor,
+    class_margin: Tensor,
+) -> Tensor:
+    """``(N, 10)`` float32, columns in the order of :data:`NAMES` (detached from every graph).
+
+    ``weight`` is the classifier's ``(C, D)`` weight; ``class_prior``, ``class_loss`` and
+    ``class_margin`` are ``(C,)`` per-class values, looked up at each sample's label.
+    """
+    logits, features, weight = logits.detach().float(), features.detach().float(), weight.detach().float()
+    y = labels[:, None]
+    logp = F.log_softmax(logits, dim=1)
+    p = logp.exp()
+    loss = -logp.gather(1, y).squeeze(1)
+    p_y = p.gather(1, y).squeeze(1)
+    p_other = p.scatter(1, y, float("-inf")).amax(dim=1)
+    margin = p_y - p_other
+    grad_norm = (1.0 - p).norm(dim=1)
+    w_y = weight[labels]
+    cosine = F.cosine_similarity(features, w_y, dim=1)
+    neg_entropy = (p * logp).sum(dim=1)
+    prior = class_prior.float()[labels]
+    last_loss = class_loss.float()[labels]
+    weight_norm = w_y.norm(dim=1)
+    relative_loss = loss - last_loss
+    relative_margin = margin - class_margin.float()[labels]
+    columns = (
+        loss,
+        margin,
+        grad_norm,
+        cosine,
+        neg_entropy,
+        prior,
+        last_loss,
+        weight_norm,
+        relative_loss,
+        relative_margin,
+    )
+    return torch.stack(columns, dim=1)
+
+
+def class_prior(labels: Tensor, num_classes: int) -> Tensor:
+    """``(C,)`` training-label frequencies ``n_c / N``."""
+    counts = torch.bincount(labels.long().cpu(), minlength=num_classes).float()
+    return counts / counts.sum().clamp_min(1.0)
+
+
+class ClassStatistics(nn.Module):
+    """Per-class mean loss and margin of the previous epoch (L̄, M̄), and this epoch's running sums.
+
+    Buffers, so that they are checkpointed (a resumed run continues the epoch's sums) and move with
+    the method. ``prior`` is derived from the data and not saved.
+    """
+
+    def __init__(self, prior: Tensor) -> None:
+        super().__init__()
+        num_classes = prior.shape[0]
+        self.register_buffer("prior", prior.float().clone(), persistent=False)
+        self.register_buffer("class_loss", torch.full((num_classes,), INITIAL_CLASS_LOSS))
+        self.register_buffer("class_margin", torch.full((num_classes,), INITIAL_CLASS_MARGIN))
+        self.register_buffer("loss_sum", torch.zeros(num_classes))
+        self.register_buffer("margin_sum", torch.zeros(num_classes))
+        self.register_buffer("count", torch.zeros(num_classes))
+
+    def characteristics(self, logits: Tensor, features: Tensor, weight: Tensor, labels: Tensor) -> Tensor:
+        """The ten characteristics with this object's prior and previous-epoch statistics."""
+        return characteristics(logits, features, weight, labels, self.prior, self.class_loss, self.class_margin)
+
+    @torch.no_grad()
+    def accumulate(self, labels: Tensor, loss: Tensor, margin: Tensor) -> None:
+        """Add a batch's per-sample losses and margins to this epoch's sums."""
+        self.loss_sum.index_add_(0, labels, loss.detach().float())
+        self.margin_sum.index_add_(0, labels, margin.detach().float())
+        self.count.index_add_(0, labels, torch.ones_like(loss, dtype=torch.float32))
+
+    @torch.no_grad()
+    def roll(self) -> None:
+        """End of an epoch: L̄, M̄ become this epoch's means; a class not seen keeps its previous value."""
+        seen = self.count > 0
+        count = self.count.clamp_min(1.0)
+        self.class_loss.copy_(torch.where(seen, self.loss_sum / count, self.class_loss))
+        self.class_margin.copy_(torch.where(seen, self.margin_sum / count, self.class_margin))
+        self.loss_sum.zero_()
+        self.margin_sum.zero_()
+        self.count.zero_()
