@@ -269,7 +269,8 @@ class ProtocolOptions(BaseModel):
 
     A dataset whose own options have one of these names (CIFAR-LT's ``imb_factor``) handles it
     itself; these apply to the others. Order, as CLP builds its data: ``frac`` (every split), the
-    clean meta set (``meta_per_class`` from train), the long tail (train), then label noise (train).
+    clean meta set (``meta_per_class`` from train), the long tail (train), label noise (train), then
+    masks from a provider (train and the meta set).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -291,9 +292,16 @@ class ProtocolOptions(BaseModel):
     )
     noise_ratio: float = Field(0.0, ge=0, le=1, description="Corruption ratio of `noise`.")
     protocol_seed: int = Field(0, ge=0, description="Seed of frac, the meta set, the long tail and the noise.")
+    mask_provider: str | None = Field(
+        None,
+        description="Foreground masks of the training split and the meta set from this registered mask provider "
+        "(robust list mask-providers), for datasets without masks.",
+    )
 
     def active(self) -> bool:
-        return any(v is not None for v in (self.frac, self.meta_per_class, self.imb_factor, self.noise))
+        return any(
+            v is not None for v in (self.frac, self.meta_per_class, self.imb_factor, self.noise, self.mask_provider)
+        )
 
 
 PROTOCOL_KEYS = tuple(ProtocolOptions.model_fields)
@@ -361,10 +369,20 @@ def apply_protocol(bundle: Any, options: ProtocolOptions) -> Any:
         noisy = noisy_labels(clean, C, options.noise, options.noise_ratio, rng=rng, matrix=matrix)
         train = with_labels(train, torch.from_numpy(noisy))
         extra["protocol_noise_rate"] = float((noisy != clean).mean()) if len(clean) else 0.0
+    has_masks = bundle.info.has_masks
+    if options.mask_provider is not None:
+        from robust.masks import get_mask_provider, with_provider_masks
+
+        provider = get_mask_provider(options.mask_provider)
+        label = f"mask provider {options.mask_provider!r}"
+        train = with_provider_masks(train, provider, label)
+        if "meta" in aux:
+            aux["meta"] = with_provider_masks(aux["meta"], provider, label)
+        has_masks = True
     splits["train"] = train
     counts = bundle.info.train_group_counts
     if train.groups is not None and counts:
         counts = np.bincount(train.groups.numpy(), minlength=len(counts)).tolist()
     extra["protocol"] = options.model_dump(exclude_defaults=True)
-    info = dataclasses.replace(bundle.info, extra=extra, train_group_counts=counts)
+    info = dataclasses.replace(bundle.info, extra=extra, train_group_counts=counts, has_masks=has_masks)
     return dataclasses.replace(bundle, info=info, splits=splits, aux=aux)

@@ -17,14 +17,12 @@ Each meta batch is augmented on the fly, for every image that has a foreground (
 The meta loss (:func:`meta_objective`) normalises as CFGen does: the CE sum (originals and F) and
 the CF sum are both divided by the number of images in the enlarged batch.
 
-Masks come from the dataset (``masks``, or ``bboxes`` rasterised) or from a registered mask
-provider (:func:`with_provider_masks`; hook ``register_mask_providers``).
+Masks come from the dataset (``masks``, or ``bboxes`` rasterised), which may have had them
+computed by a registered mask provider (``--set dataset.mask_provider=NAME``, :mod:`robust.masks`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,10 +33,8 @@ from robust.data import ArraySplit, Batch, DatasetInfo, Split, StreamSplit
 from robust.errors import DataError
 from robust.infill import InfillContext, apply_infill, boxes_to_mask, rectangle_mask
 from robust.loader import BatchLoader
+from robust.masks import ProviderMaskedSplit
 from robust.seeding import generator
-
-MaskProvider = Callable[[Tensor], Tensor]
-PROVIDER_CHUNK = 256  # images per provider call
 
 # -- masks -------------------------------------------------------------------------------------
 
@@ -62,48 +58,6 @@ def has_mask_source(split: Split) -> bool:
         return True
     # A streamed split says whether it has masks only by reading; ask its first image.
     return len(split) > 0 and split.read(0)[1] is not None  # type: ignore[attr-defined]
-
-
-def provider_masks(provider: MaskProvider, images: Tensor, name: str = "mask provider") -> Tensor:
-    """``provider``'s masks of uint8 ``images`` ``(N, C, H, W)``, checked, as uint8 ``(N, 1, H, W)`` in {0, 255}."""
-    n, _, h, w = images.shape
-    out = []
-    for start in range(0, n, PROVIDER_CHUNK):
-        part = images[start : start + PROVIDER_CHUNK].cpu()
-        masks = provider(part)
-        if not isinstance(masks, Tensor) or tuple(masks.shape) != (len(part), 1, h, w):
-            got = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
-            raise DataError(
-                f"The {name} must return a uint8 tensor of shape ({len(part)}, 1, {h}, {w}) for images of shape "
-                f"{tuple(part.shape)}, got {got}."
-            )
-        out.append(torch.where(masks.cpu() > 127, 255, 0).to(torch.uint8))
-    return torch.cat(out) if out else torch.zeros(0, 1, h, w, dtype=torch.uint8)
-
-
-class ProviderMaskedSplit(StreamSplit):
-    """A streamed split whose ``read`` adds the provider's mask of each image (computed per read)."""
-
-    def __init__(self, base: StreamSplit, provider: MaskProvider, name: str) -> None:
-        self.base = base
-        self.provider = provider
-        self.name = name
-        self.labels, self.groups, self.bias, self.bboxes = base.labels, base.groups, base.bias, base.bboxes
-        self.preferred_workers = base.preferred_workers
-
-    def read(self, index: int) -> tuple[Tensor, Tensor | None]:
-        image, _ = self.base.read(index)
-        return image, provider_masks(self.provider, image[None], self.name)[0]
-
-
-def with_provider_masks(split: Split, provider: MaskProvider, name: str = "mask provider") -> Split:
-    """``split`` with its masks replaced by ``provider``'s: computed now for an in-memory split, per
-    read for a streamed one."""
-    if isinstance(split, ArraySplit):
-        return dataclasses.replace(split, masks=provider_masks(provider, split.images, name))
-    if isinstance(split, StreamSplit):
-        return ProviderMaskedSplit(split, provider, name)
-    raise TypeError(f"cannot add masks to a {type(split).__name__}")
 
 
 def in_memory(split: Split) -> ArraySplit:

@@ -32,7 +32,6 @@ from robust.erm import ERM
 from robust.errors import ConfigError
 from robust.infill import has_foreground
 from robust.method import MethodContext, Phase
-from robust.registry import get_registry
 from robust.saliency import input_gradient, outside_mask_penalty
 from robust_clp.augmentation import (
     MetaBatches,
@@ -41,7 +40,6 @@ from robust_clp.augmentation import (
     has_mask_source,
     in_memory,
     meta_objective,
-    with_provider_masks,
 )
 from robust_clp.characteristics import LOSS, MARGIN, ClassStatistics, class_prior
 from robust_clp.config import CLPConfig
@@ -75,8 +73,6 @@ class CLP(ERM):
             )
         meta = in_memory(meta)
         train = ctx.data.splits["train"]
-        if config.mask_provider is not None:
-            meta, train = self._provider_masks(config.mask_provider, meta, train)
 
         # The training characteristics' class statistics and the perturbation network, built once.
         self.statistics = ClassStatistics(class_prior(train.labels, ctx.num_classes)).to(ctx.device)
@@ -118,21 +114,6 @@ class CLP(ERM):
 
     # -- set-up ---------------------------------------------------------------------------
 
-    def _provider_masks(self, name: str, meta, train):
-        """Masks from a registered provider: for the meta set, and for the training set when the
-        saliency term needs them. The training split is replaced in the run's data, so that the
-        engine's loader crops and flips the masks with the images."""
-        provider = get_registry().get("mask_provider", name).load()
-        label = f"mask provider {name!r}"
-        meta = with_provider_masks(meta, provider, label)
-        where = "the meta set"
-        if self.config.lambda_ > 0:
-            train = with_provider_masks(train, provider, label)
-            self.ctx.data.splits["train"] = train
-            where += " and the training set"
-        self.ctx.log(f"clp: foreground masks of {where} from the {label}.")
-        return meta, train
-
     def _explain_masks(self, meta_masks: bool, train_masks: bool) -> None:
         c, name = self.config, self.ctx.info.name
         wants = self.augmentation.enabled or c.lambda_ > 0
@@ -140,7 +121,7 @@ class CLP(ERM):
             self.ctx.log(
                 f"[yellow]clp: the meta set of dataset {name!r} has no foreground masks or boxes, so there are no "
                 "counterfactual or factual meta images and no saliency term: the perturbation network learns from "
-                "the plain meta set. Name a mask provider with --set mask_provider=NAME (robust list "
+                "the plain meta set. Name a mask provider with --set dataset.mask_provider=NAME (robust list "
                 "mask-providers).[/yellow]"
             )
         elif c.lambda_ > 0 and not train_masks:

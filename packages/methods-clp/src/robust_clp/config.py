@@ -81,12 +81,6 @@ class CLPConfig(ERMConfig):
         description="Strength of the saliency term: squared input gradient of the CE per background pixel, on the "
         "training and the meta batches.",
     )
-    mask_provider: str | None = Field(
-        None,
-        description="None: the dataset's foreground masks (or boxes). A registered mask provider's name (robust "
-        "list mask-providers): masks computed once at the start for the meta set (and the training set when "
-        "lambda_ > 0).",
-    )
     fgsm_eps: float = Field(0.5, gt=0, description="f_infill=fgsm: L-inf radius in normalised units (the paper: 0.5).")
     fgsm_alpha: float | None = Field(None, gt=0, description="f_infill=fgsm: step size (None: 1.25 * eps).")
     noise_std: float = Field(0.2, ge=0, description="random infill: std of the per-pixel noise on the colour.")

@@ -1,0 +1,71 @@
+"""Foreground masks for datasets that have none, from a registered mask provider.
+
+Methods that need the foreground (CLP's metadata augmentation and saliency term, CFGen) read it
+from the dataset. When a dataset has no masks, ``--set dataset.mask_provider=NAME`` (a protocol
+option every dataset accepts, :mod:`robust.protocols`) computes them for the training split and the
+meta set with a provider registered through the ``register_mask_providers`` hook (CLP's authors used
+an image-matting model). In-memory splits get their masks once; streamed splits per read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from robust.data import ArraySplit, Split, StreamSplit
+from robust.errors import DataError
+
+MaskProvider = Callable[[Tensor], Tensor]
+PROVIDER_CHUNK = 256  # images per provider call
+
+
+def provider_masks(provider: MaskProvider, images: Tensor, name: str = "mask provider") -> Tensor:
+    """``provider``'s masks of uint8 ``images`` ``(N, C, H, W)``, checked, as uint8 ``(N, 1, H, W)`` in {0, 255}."""
+    n, _, h, w = images.shape
+    out = []
+    for start in range(0, n, PROVIDER_CHUNK):
+        part = images[start : start + PROVIDER_CHUNK].cpu()
+        masks = provider(part)
+        if not isinstance(masks, Tensor) or tuple(masks.shape) != (len(part), 1, h, w):
+            got = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+            raise DataError(
+                f"The {name} must return a uint8 tensor of shape ({len(part)}, 1, {h}, {w}) for images of shape "
+                f"{tuple(part.shape)}, got {got}."
+            )
+        out.append(torch.where(masks.cpu() > 127, 255, 0).to(torch.uint8))
+    return torch.cat(out) if out else torch.zeros(0, 1, h, w, dtype=torch.uint8)
+
+
+class ProviderMaskedSplit(StreamSplit):
+    """A streamed split whose ``read`` adds the provider's mask of each image (computed per read)."""
+
+    def __init__(self, base: StreamSplit, provider: MaskProvider, name: str) -> None:
+        self.base = base
+        self.provider = provider
+        self.name = name
+        self.labels, self.groups, self.bias, self.bboxes = base.labels, base.groups, base.bias, base.bboxes
+        self.preferred_workers = base.preferred_workers
+
+    def read(self, index: int) -> tuple[Tensor, Tensor | None]:
+        image, _ = self.base.read(index)
+        return image, provider_masks(self.provider, image[None], self.name)[0]
+
+
+def with_provider_masks(split: Split, provider: MaskProvider, name: str = "mask provider") -> Split:
+    """``split`` with its masks replaced by ``provider``'s: computed now for an in-memory split, per
+    read for a streamed one."""
+    if isinstance(split, ArraySplit):
+        return dataclasses.replace(split, masks=provider_masks(provider, split.images, name))
+    if isinstance(split, StreamSplit):
+        return ProviderMaskedSplit(split, provider, name)
+    raise TypeError(f"cannot add masks to a {type(split).__name__}")
+
+
+def get_mask_provider(name: str) -> MaskProvider:
+    """The provider registered under ``name`` (a clear error with suggestions otherwise)."""
+    from robust.registry import get_registry
+
+    return get_registry().get("mask_provider", name).load()
