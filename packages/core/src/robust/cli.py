@@ -191,6 +191,11 @@ def info(name: str, kind: str | None) -> None:
         for row in schema_rows(entry.load_config()):
             table.add_row(*row)
         console.print(table)
+        if entry.kind == "dataset":
+            console.print(
+                "every dataset also takes the protocol options (--set dataset.KEY=VALUE): frac, meta_per_class, "
+                "imb_factor, noise, noise_ratio, protocol_seed, mask_provider (see robust/protocols.py)"
+            )
         if entry.kind == "method":
             target = entry.load()
             presets = getattr(target, "presets", {})
