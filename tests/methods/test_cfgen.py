@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from robust.counterfactual import batch_foreground, counterfactual_batch_losses, counterfactual_loss
 from robust.data import Batch
 from robust.engine import Run
 from robust.resolve import resolve_run_config
 from robust_cfgen.config import CFGenConfig
-from robust_cfgen.losses import cfgen_losses, counterfactual_loss
 
 SMALL = ["dataset.scale=0.04", "dataset.image_size=32"]
 
@@ -41,10 +41,10 @@ def test_cf_loss_is_minus_log_one_minus_p_in_general():
 def test_losses_are_normalised_by_the_enlarged_batch_as_the_reference():
     logits, labels = torch.randn(6, 3), torch.randint(0, 3, (6,))
     cf_logits, removed = torch.randn(2, 3), torch.randint(0, 3, (2,))
-    c, c_cf = cfgen_losses(logits, labels, cf_logits, removed, "logp")
+    c, c_cf = counterfactual_batch_losses(logits, labels, cf_logits, removed, "logp")
     assert c.item() == pytest.approx(F.cross_entropy(logits, labels, reduction="sum").item() / 8, rel=1e-5)
     assert c_cf.item() == pytest.approx(counterfactual_loss(cf_logits, removed).sum().item() / 8, rel=1e-5)
-    alone, zero = cfgen_losses(logits, labels, None, None, "logp")
+    alone, zero = counterfactual_batch_losses(logits, labels, None, None, "logp")
     assert alone.item() == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
     assert zero.item() == 0
 
@@ -67,7 +67,7 @@ def test_batch_grows_by_one_cf_and_one_f_image_per_foreground(tmp_path):
 
     method.model.forward = spy
     batch = next(run._train_loader(method.phases()[0]).batches(torch.arange(8)))
-    fg = int(method.foreground(batch).flatten(1).amax(1).gt(0).sum())
+    fg = int(batch_foreground(batch).flatten(1).amax(1).gt(0).sum())
     assert fg > 0
     method.update(batch, 0)
     assert seen == [8 + 2 * fg]

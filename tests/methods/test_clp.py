@@ -17,12 +17,13 @@ from click.testing import CliRunner
 
 from robust import hookimpl
 from robust.checkpoint import load_checkpoint
+from robust.counterfactual import counterfactual_batch_losses, counterfactual_loss
 from robust.data import ArraySplit, Batch, DatasetInfo
 from robust.engine import Run
 from robust.errors import ConfigError, DataError
 from robust.resolve import resolve_run_config
 from robust.results import read_history
-from robust_clp.augmentation import MetaBatches, counterfactual_loss, meta_objective
+from robust_clp.augmentation import MetaBatches
 from robust_clp.characteristics import NAMES, ClassStatistics, characteristics
 from robust_clp.perturbation import PerturbationNet
 
@@ -258,12 +259,12 @@ def test_batchnorm_statistics_are_updated_once_per_step(tmp_path):
 def test_meta_loss_is_normalised_by_the_enlarged_batch():
     logits, labels = torch.randn(6, 3), torch.randint(0, 3, (6,))
     cf_logits, removed = torch.randn(2, 3), torch.randint(0, 3, (2,))
-    ce, cf = meta_objective(logits, labels, cf_logits, removed)
+    ce, cf = counterfactual_batch_losses(logits, labels, cf_logits, removed)
     assert ce.item() == pytest.approx(F.cross_entropy(logits, labels, reduction="sum").item() / 8, rel=1e-5)
     p = cf_logits.softmax(1).gather(1, removed[:, None]).squeeze(1)
     assert cf.item() == pytest.approx((-torch.log1p(-p)).sum().item() / 8, rel=1e-5)
     assert torch.allclose(counterfactual_loss(cf_logits, removed), -torch.log1p(-p), atol=1e-6)
-    alone, zero = meta_objective(logits, labels)
+    alone, zero = counterfactual_batch_losses(logits, labels)
     assert alone.item() == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6) and zero == 0
 
 

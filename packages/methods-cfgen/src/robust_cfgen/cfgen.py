@@ -12,7 +12,7 @@ Each training batch is enlarged with, for every image that has a foreground:
 and, optionally, a **saliency** penalty (``reg=bbox_o``): the squared input gradient of the label
 logit outside the foreground, trained by double backpropagation, so the model stops looking at
 the background. Loss = CE + ``cf_coeff`` · CF loss + ``reg_coeff`` · penalty, with the reference's
-normalisation (:mod:`robust_cfgen.losses`). The infills and the penalty are the core's
+normalisation (:mod:`robust.counterfactual`). The infills and the penalty are the core's
 (:mod:`robust.infill`, :mod:`robust.saliency`), shared with CLP.
 """
 
@@ -23,14 +23,14 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from robust.counterfactual import batch_foreground, counterfactual_batch_losses
 from robust.data import Batch
 from robust.erm import ERM
 from robust.errors import ConfigError
-from robust.infill import InfillContext, apply_infill, boxes_to_mask, has_foreground, rectangle_mask
+from robust.infill import InfillContext, apply_infill, has_foreground, rectangle_mask
 from robust.method import MethodContext
 from robust.saliency import input_gradient, outside_mask_penalty
 from robust_cfgen.config import CFGenConfig
-from robust_cfgen.losses import cfgen_losses
 from robust_cfgen.presets import CFGEN_PRESETS, DATASET_PRESETS
 
 
@@ -67,14 +67,6 @@ class CFGen(ERM):
         """Double backprop under fp16 overflows (the README: use fp16 0 with Sal)."""
         return "off" if config.reg != "none" else None
 
-    def foreground(self, batch: Batch) -> Tensor | None:
-        """The foreground mask (N, 1, H, W) in {0, 1}: the dataset's mask, else its boxes rasterised."""
-        if batch.mask is not None:
-            return (batch.mask > 0.5).to(batch.x.dtype)
-        if batch.bbox is not None:
-            return boxes_to_mask(batch.bbox, batch.x.shape[-2], batch.x.shape[-1]).to(batch.x.dtype)
-        return None
-
     def infill_context(self, labels: Tensor) -> InfillContext:
         return InfillContext(
             mean=self.mean,
@@ -107,7 +99,7 @@ class CFGen(ERM):
     def update(self, batch: Batch, step: int) -> dict[str, Tensor]:
         c = self.config
         x, y = batch.x, batch.y
-        mask = self.foreground(batch)
+        mask = batch_foreground(batch)
         fg = has_foreground(mask) if mask is not None else torch.zeros_like(y, dtype=torch.bool)
         x_cf = x_f = None
         if fg.any():
@@ -127,7 +119,7 @@ class CFGen(ERM):
         labelled = torch.cat([logits[:n], logits[n + n_cf :]])
         labels = torch.cat([y, y[fg]]) if x_f is not None else y
         cf_logits = logits[n : n + n_cf] if n_cf else None
-        c_loss, cf_loss = cfgen_losses(labelled, labels, cf_logits, y[fg] if n_cf else None, c.cf)
+        c_loss, cf_loss = counterfactual_batch_losses(labelled, labels, cf_logits, y[fg] if n_cf else None, c.cf)
         loss = c_loss + c.cf_coeff * cf_loss + reg_loss
         self.optimize(loss, clip_grad_norm=c.clip_grad_norm)
         return {"loss": loss.detach(), "ce": c_loss.detach(), "cf": cf_loss.detach(), "reg": reg_loss.detach()}

@@ -14,7 +14,7 @@ Each meta batch is augmented on the fly, for every image that has a foreground (
 * factual (F): the background is infilled (``f_infill``), the foreground kept; trained with
   ``CE(y)``.
 
-The meta loss (:func:`meta_objective`) normalises as CFGen does: the CE sum (originals and F) and
+The meta loss (:func:`robust.counterfactual.counterfactual_batch_losses`) normalises as CFGen does: the CE sum (originals and F) and
 the CF sum are both divided by the number of images in the enlarged batch.
 
 Masks come from the dataset (``masks``, or ``bboxes`` rasterised), which may have had them
@@ -26,26 +26,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robust.data import ArraySplit, Batch, DatasetInfo, Split, StreamSplit
 from robust.errors import DataError
-from robust.infill import InfillContext, apply_infill, boxes_to_mask, rectangle_mask
+from robust.infill import InfillContext, apply_infill, rectangle_mask
 from robust.loader import BatchLoader
 from robust.masks import ProviderMaskedSplit
 from robust.seeding import generator
 
 # -- masks -------------------------------------------------------------------------------------
-
-
-def foreground(batch: Batch) -> Tensor | None:
-    """The foreground mask ``(N, 1, H, W)`` in {0, 1}: the batch's mask, else its boxes rasterised."""
-    if batch.mask is not None:
-        return (batch.mask > 0.5).to(batch.x.dtype)
-    if batch.bbox is not None:
-        return boxes_to_mask(batch.bbox, batch.x.shape[-2], batch.x.shape[-1]).to(batch.x.dtype)
-    return None
 
 
 def has_mask_source(split: Split) -> bool:
@@ -197,21 +187,3 @@ class MetadataAugmentation(nn.Module):
 
 
 # -- the meta loss ---------------------------------------------------------------------------
-
-
-def counterfactual_loss(logits: Tensor, removed: Tensor) -> Tensor:
-    """Per-sample ``−log(1 − p_k)`` for the class ``k = removed`` taken out of the image (stable)."""
-    logp = F.log_softmax(logits.float(), dim=1)
-    return -torch.logsumexp(logp.scatter(1, removed[:, None], float("-inf")), dim=1)
-
-
-def meta_objective(
-    logits: Tensor, labels: Tensor, cf_logits: Tensor | None = None, removed: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """``(ce, cf)`` of an augmented meta batch, normalised as CFGen: with CF images, both sums are
-    divided by the total number of images (labelled + CF); without, ``ce`` is the plain mean."""
-    ce = F.cross_entropy(logits.float(), labels, reduction="sum")
-    if cf_logits is None or removed is None or len(removed) == 0:
-        return ce / len(labels), ce.new_zeros(())
-    total = len(labels) + len(removed)
-    return ce / total, counterfactual_loss(cf_logits, removed).sum() / total

@@ -27,6 +27,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 from torch.func import functional_call
 
+from robust.counterfactual import batch_foreground, counterfactual_batch_losses
 from robust.data import Batch
 from robust.erm import ERM
 from robust.errors import ConfigError
@@ -36,10 +37,8 @@ from robust.saliency import input_gradient, outside_mask_penalty
 from robust_clp.augmentation import (
     MetaBatches,
     MetadataAugmentation,
-    foreground,
     has_mask_source,
     in_memory,
-    meta_objective,
 )
 from robust_clp.characteristics import LOSS, MARGIN, ClassStatistics, class_prior
 from robust_clp.config import CLPConfig
@@ -186,7 +185,7 @@ class CLP(ERM):
             captured["h"] = self.model.features(inputs)
             return self.model.head(captured["h"])
 
-        mask = foreground(batch) if self.train_saliency else None
+        mask = batch_foreground(batch) if self.train_saliency else None
         fg = has_foreground(mask) if mask is not None else None
         if mask is None or fg is None or not bool(fg.any()):
             return logits_fn(x), captured["h"], None
@@ -293,7 +292,7 @@ class CLP(ERM):
         def logits_fn(inputs: Tensor) -> Tensor:
             return functional_call(self.model, {**buffers, **fast}, (inputs,))
 
-        mask = foreground(batch) if self.meta_masks else None
+        mask = batch_foreground(batch) if self.meta_masks else None
         fg = has_foreground(mask) if mask is not None else torch.zeros_like(y, dtype=torch.bool)
         x_cf = x_f = None
         if mask is not None and bool(fg.any()) and self.augmentation.enabled:
@@ -310,7 +309,9 @@ class CLP(ERM):
         n, n_cf = len(y), 0 if x_cf is None else len(x_cf)
         labelled = torch.cat([logits[:n], logits[n + n_cf :]])
         labels = torch.cat([y, y[fg]]) if x_f is not None else y
-        ce, cf = meta_objective(labelled, labels, logits[n : n + n_cf] if n_cf else None, y[fg] if n_cf else None)
+        ce, cf = counterfactual_batch_losses(
+            labelled, labels, logits[n : n + n_cf] if n_cf else None, y[fg] if n_cf else None
+        )
         loss = ce + cf + c.lambda_ * sal
         logs = {"meta_loss": loss.detach(), "meta_ce": ce.detach(), "meta_cf": cf.detach(), "meta_sal": sal.detach()}
         return loss, logs

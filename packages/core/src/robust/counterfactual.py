@@ -1,5 +1,6 @@
-"""CFGen's losses on an enlarged batch: originals and factual images with their labels, and
-counterfactual images trained away from the label they no longer show.
+"""Counterfactual training shared by CFGen and CLP: the foreground of a batch, and the losses of a
+batch enlarged with factual images (labelled) and counterfactual images, trained away from the
+label they no longer show.
 
 ``logp``: ``-log(1 - p_k)`` for the removed class k, computed stably from the logits (for two
 classes it equals CE towards the other class, the reference's shortcut). ``uni``: CE to the
@@ -16,6 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from robust.data import Batch
+from robust.infill import boxes_to_mask
+
+
+def batch_foreground(batch: Batch) -> Tensor | None:
+    """The foreground mask ``(N, 1, H, W)`` in {0, 1}: the batch's mask, else its boxes rasterised."""
+    if batch.mask is not None:
+        return (batch.mask > 0.5).to(batch.x.dtype)
+    if batch.bbox is not None:
+        return boxes_to_mask(batch.bbox, batch.x.shape[-2], batch.x.shape[-1]).to(batch.x.dtype)
+    return None
+
 
 def counterfactual_loss(logits: Tensor, removed: Tensor, kind: str = "logp") -> Tensor:
     """Per-sample loss of images whose class ``removed`` (N,) has been taken out."""
@@ -31,8 +44,12 @@ def counterfactual_loss(logits: Tensor, removed: Tensor, kind: str = "logp") -> 
     raise ValueError(f"unknown counterfactual loss {kind!r}; expected logp, uni or uni_e")
 
 
-def cfgen_losses(
-    logits: Tensor, labels: Tensor, cf_logits: Tensor | None, removed: Tensor | None, kind: str
+def counterfactual_batch_losses(
+    logits: Tensor,
+    labels: Tensor,
+    cf_logits: Tensor | None = None,
+    removed: Tensor | None = None,
+    kind: str = "logp",
 ) -> tuple[Tensor, Tensor]:
     """``(c, c_cf)``: CE of labelled images and the CF loss, normalised as the reference."""
     ce = F.cross_entropy(logits.float(), labels, reduction="sum")
