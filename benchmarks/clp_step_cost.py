@@ -1,8 +1,11 @@
 """Wall-clock cost of one CLP training step relative to one ERM step on the same batch.
 
-CLP's step does a virtual step, a meta step on an augmented meta batch and the real step: about
-three forward/backward passes (more with the saliency term, which differentiates an input
-gradient). Both methods are built on ``synthetic-waterbirds`` (small, generated) with the same
+CLP's step does a virtual step, a meta step on an augmented meta batch and the real step. Without
+CF/F images and saliency that is one forward of the training batch (shared by the virtual and the
+real step), one backward for the virtual gradient, a forward and a backward of the meta batch at
+θ', one forward-mode product (about a forward and a backward) and the real step's backward: about
+3.5 ERM steps. CF and F images triple the meta batch; the saliency term differentiates an input
+gradient (double backward) on the training and the meta batch. Both methods are built on ``synthetic-waterbirds`` (small, generated) with the same
 model (``cnn``), batch and data; each timing calls ``update`` on the same batch ``--steps`` times,
 the two methods alternating ``--repeats`` times; medians are compared. Variants: CLP as configured
 by its preset (metadata augmentation + saliency), without the saliency term (``lambda_=0``), and
@@ -27,9 +30,9 @@ from robust.resolve import resolve_run_config
 
 VARIANTS = {
     "erm": ("erm", []),
-    "clp (augmentation + saliency)": ("clp", []),
+    "clp (CF/F meta images + saliency)": ("clp", []),
     "clp, no saliency": ("clp", ["lambda_=0"]),
-    "clp, no augmentation, no saliency": ("clp", ["lambda_=0", "meta_augment=false"]),
+    "clp, no CF/F images, no saliency": ("clp", ["lambda_=0", "cf_infill=none", "f_infill=none"]),
 }
 
 

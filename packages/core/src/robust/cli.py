@@ -235,6 +235,18 @@ def info(name: str, kind: str | None) -> None:
 @click.option("--steps", type=int, help="Training steps (overrides epochs).")
 @click.option("--data-root", type=click.Path(file_okay=False), help="Where datasets live (default $ROBUST_DATA).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
+@click.option(
+    "--rerun",
+    metavar="PHASE",
+    help="Rerun PHASE and the phases after it in the run directory --out (finished or not), from the state saved "
+    "when the phase before it ended; --set may change the method's options.",
+)
+@click.option(
+    "--from",
+    "from_run",
+    metavar="RUN_DIR",
+    help="Start from the model another run trained (methods with a from_run option, e.g. prusc, irm-afe).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 def run(
     method: str,
@@ -249,6 +261,8 @@ def run(
     steps: int | None,
     data_root: str | None,
     resume: bool,
+    rerun: str | None,
+    from_run: str | None,
     quiet: bool,
 ) -> None:
     """Train METHOD on a dataset and write a run directory (config, history, summary, checkpoints)."""
@@ -257,12 +271,18 @@ def run(
     from robust.results import RunDir
 
     base = None
-    if resume:
+    if resume and rerun:
+        raise ConfigError(
+            "Pass --resume or --rerun PHASE, not both: a rerun that was interrupted is resumed with --resume."
+        )
+    if resume or rerun:
         if not out:
-            raise ConfigError("--resume needs --out RUN_DIR: the directory of the run to continue.")
+            raise ConfigError(f"--{'resume' if resume else 'rerun'} needs --out RUN_DIR: the directory of the run.")
         run_dir = RunDir(out)
-        run_dir.check(resume=True)
+        run_dir.check(resume=resume, rerun=rerun)
         base = run_dir.read_config()
+    if from_run is not None:
+        sets = (f"from_run={from_run}", *sets)
     flags = {"seed": seed, "device": device, "epochs": epochs, "steps": steps, "data_root": data_root}
     resolved = resolve_run_config(
         method, dataset=dataset, model=model, config_file=config_file, sets=sets, flags=flags, base=base
@@ -278,7 +298,7 @@ def run(
     from robust.report import summary_table
 
     console = Console(stderr=True, quiet=quiet)
-    runner = Run(resolved, out, resume=resume, quiet=quiet, console=console)
+    runner = Run(resolved, out, resume=resume, quiet=quiet, console=console, rerun=rerun)
     summary = runner.fit()
     if not quiet:
         Console().print(summary_table(summary))

@@ -27,7 +27,7 @@ from robust.checkpoint import load_checkpoint, save_checkpoint
 from robust.data import Batch, DatasetBundle
 from robust.datasets import load_entry
 from robust.device import resolve_device, resolve_precision
-from robust.errors import ConfigError, NonFiniteLossError
+from robust.errors import ConfigError, NonFiniteLossError, RunDirError
 from robust.loader import BatchLoader
 from robust.method import Method, MethodContext, Phase
 from robust.metrics import accuracy_metrics, macro_auc
@@ -60,12 +60,14 @@ class Run:
         resume: bool = False,
         quiet: bool = False,
         console: Console | None = None,
+        rerun: str | None = None,
     ) -> None:
         self.resolved = resolved
         self.config = resolved.config
         self.train_config = self.config.train
         self.run_dir = RunDir(out)
         self.resume = resume
+        self.rerun = rerun
         self.console = console or Console(stderr=True, quiet=quiet)
         self.quiet = quiet
         self.device = resolve_device(self.config.device)
@@ -79,7 +81,7 @@ class Run:
             amp = method_cls.default_amp(method_config) or amp
         self.precision = resolve_precision(amp, self.device)
         seed_everything(self.config.seed, self.train_config.deterministic)
-        self.run_dir.check(resume)
+        self.run_dir.check(resume, rerun)
         self.data = self._load_data()
         self.info = self.data.info
         self.method: Method = method_cls(method_config, self._context())
@@ -104,7 +106,7 @@ class Run:
         self._resume_payload: dict[str, Any] | None = None
         if resume:
             self._resume_payload = load_checkpoint(self.run_dir.checkpoint_path, map_location=self.device)
-        self.run_dir.claim(self._config_record(), resume)
+        self.run_dir.claim(self._config_record(), resume, rerun)
 
     # -- setup --------------------------------------------------------------------------
 
@@ -185,7 +187,9 @@ class Run:
     def fit(self) -> dict[str, Any]:
         """Run every phase to the end and return the summary."""
         phases = self.method.phases()
-        if self._resume_payload is not None:
+        if self.rerun is not None:
+            self._start_rerun(phases)
+        elif self._resume_payload is not None:
             self._restore(self._resume_payload, phases)
         pm.hook.on_run_start(run=self)
         started = time.perf_counter() - self.state["elapsed"]
@@ -205,6 +209,8 @@ class Run:
                     self._train_phase(phase)
                 self.state.update(phase=self.state["phase"] + 1, started=False, epoch=0, batch=0, phase_step=0)
                 self._checkpoint()
+                finished = self.run_dir.phase_path(phase.name)
+                atomic_write(finished, lambda tmp: shutil.copyfile(self.run_dir.checkpoint_path, tmp))
         summary = self._summary(time.perf_counter() - started)
         self.run_dir.write_summary(summary)
         pm.hook.on_run_end(run=self, summary=summary)
@@ -379,7 +385,7 @@ class Run:
         }
         self.history.append(record)
         self.run_dir.write_history(self.history)
-        improved = self.selector.update(record)
+        improved = self.selector.update(record) if phase.select else []
         self.method.on_evaluation(record)
         if self.train_config.keep_best and improved:
             first = self.run_dir.best_path(improved[0])
@@ -406,6 +412,30 @@ class Run:
         save_checkpoint(self.run_dir.checkpoint_path, payload)
 
     _resumed_epoch: tuple[Tensor, torch.Generator] | None = None
+
+    def _start_rerun(self, phases: list[Phase]) -> None:
+        """Go back to the start of phase ``self.rerun``: the state saved when the phase before it
+        ended (or a fresh start for the first phase). Model selection restarts with the rerun."""
+        names = [p.name for p in phases]
+        if self.rerun not in names:
+            raise ConfigError(
+                f"Method {self.config.method_name!r} has no phase {self.rerun!r}; its phases are {', '.join(names)}. "
+                "Pass one of them to --rerun."
+            )
+        index = names.index(self.rerun)
+        if index == 0:
+            self.log(f"Rerunning {self.run_dir.path} from its first phase {self.rerun!r}.")
+            return
+        before = self.run_dir.phase_path(names[index - 1])
+        if not before.is_file():
+            raise RunDirError(
+                f"Cannot rerun phase {self.rerun!r} of {str(self.run_dir.path)!r}: the phase before it "
+                f"({names[index - 1]!r}) has not finished there (no {before.name}). Resume the run with --resume "
+                "first, or rerun an earlier phase."
+            )
+        self._restore(load_checkpoint(before, map_location=self.device), phases)
+        self.selector = Selector(test_metric=self.info.test_metric)
+        self.log(f"Rerunning phase {self.rerun!r} and those after it, from the end of {names[index - 1]!r}.")
 
     def _restore(self, payload: dict[str, Any], phases: list[Phase]) -> None:
         engine = payload["engine"]
@@ -447,6 +477,10 @@ class Run:
                 "metrics": {k: v for k, v in record["metrics"].items() if k.startswith(eval_prefixes)},
             }
         val = self.data.splits["val"]
+        # A selectable phase that trains on the validation split (PruSC's retraining): val-based
+        # rules then pick by training data, so the rule shown first is the last evaluation.
+        val_trained = any(p.select and p.run is None and p.split == "val" for p in self.method.phases())
+        default = "last" if val_trained and "last" in selection else default_rule(list(selection))
         return {
             "method": self.config.method_name,
             "dataset": self.config.dataset_name,
@@ -456,8 +490,9 @@ class Run:
             "protocol": {
                 "train_group_labels": bool(self.method_cls.uses_group_labels),
                 "val_group_labels": val.groups is not None,
+                "val_used_for_training": val_trained,
             },
-            "default_selection": default_rule(list(selection)),
+            "default_selection": default,
             "selection": selection,
             "train": {
                 "steps": self.state["global_step"],

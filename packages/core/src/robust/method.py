@@ -41,7 +41,10 @@ class Phase:
     A training phase (``run`` is None) loops over ``split`` for ``epochs`` (or ``steps``; both
     None = the run's ``train.epochs``/``train.steps``) calling ``update`` (default: the method's).
     A non-training phase (clustering, an analysis) calls ``run()`` once. ``on_start`` runs when
-    the phase begins (freeze weights, build masks). Each phase is checkpointed and resumable.
+    the phase begins (freeze weights, build masks). Each phase is checkpointed and resumable, and
+    its end is kept (``checkpoints/phase-NAME.pt``) so that a later phase can be rerun alone.
+    ``select=False``: the phase's evaluations go to the history but not to model selection (an
+    intermediate model, such as the ERM model a pruning method starts from, is not the result).
     """
 
     name: str
@@ -55,6 +58,7 @@ class Phase:
     batch_size: int | None = None
     #: Drop the incomplete last batch of each epoch (PyTorch's ``drop_last``), as some papers do.
     drop_last: bool = False
+    select: bool = True
 
 
 @dataclass

@@ -7,6 +7,7 @@
       history.h5         one row per evaluation: phase, epoch, step, every metric (h5py)
       summary.json       final metrics for val and test under each selection rule
       checkpoints/last.pt                  the resume point (written after every epoch)
+      checkpoints/phase-<name>.pt          the state at the end of each phase (to rerun the next one)
       checkpoints/<rule>.pt                model weights at the best evaluation under a val rule
 """
 
@@ -53,11 +54,22 @@ class RunDir:
     def best_path(self, rule: str) -> Path:
         return self.path / "checkpoints" / f"{rule}.pt"
 
+    def phase_path(self, phase: str) -> Path:
+        """The state saved when ``phase`` ended: where a rerun of the phase after it starts."""
+        return self.path / "checkpoints" / f"phase-{phase}.pt"
+
     def is_finished(self) -> bool:
         return self.summary_path.is_file()
 
-    def check(self, resume: bool) -> None:
+    def check(self, resume: bool, rerun: str | None = None) -> None:
         """Before any work: refuse to mix two runs, and make sure a resume has something to resume."""
+        if rerun is not None:
+            if not self.config_path.is_file():
+                raise RunDirError(
+                    f"Cannot rerun phase {rerun!r}: {str(self.path)!r} holds no run (no {CONFIG}). Pass --out "
+                    "with the directory of a run of this method, or drop --rerun to start a new one."
+                )
+            return
         if resume:
             if not self.config_path.is_file():
                 raise RunDirError(
@@ -76,9 +88,30 @@ class RunDir:
                 "--resume to continue an interrupted run there."
             )
 
-    def claim(self, config: dict[str, Any], resume: bool) -> None:
-        """Write config.json for a new run; for a resumed one, check it is the same run."""
-        self.check(resume)
+    def claim(self, config: dict[str, Any], resume: bool, rerun: str | None = None) -> None:
+        """Write config.json for a new run; for a resumed one, check it is the same run. A rerun
+        keeps method, dataset, model and seed but may change options: its config replaces the old."""
+        self.check(resume, rerun)
+        if rerun is not None:
+            previous = self.read_config()
+            for key in ("dataset", "model", "seed"):
+                if previous.get(key) != config.get(key):
+                    raise RunDirError(
+                        f"Cannot rerun phase {rerun!r} of {str(self.path)!r}: its {key} is {previous.get(key)!r} "
+                        f"but this command asks for {config.get(key)!r}. A rerun continues the same run with other "
+                        "method options; use a new --out directory for another dataset, model or seed."
+                    )
+            if previous.get("method", {}).get("name") != config.get("method", {}).get("name"):
+                raise RunDirError(
+                    f"Cannot rerun phase {rerun!r} of {str(self.path)!r}: it is a run of method "
+                    f"{previous.get('method', {}).get('name')!r}. Name that method, or use a new --out directory."
+                )
+            self.summary_path.unlink(missing_ok=True)  # not finished any more: resumable if interrupted
+            for path in (self.path / "checkpoints").glob("*.pt"):
+                if path.name != "last.pt" and not path.name.startswith("phase-"):
+                    path.unlink()  # selection restarts with the rerun: stale best weights go
+            atomic_write_json(self.config_path, config)
+            return
         if resume:
             previous = self.read_config()
             for key in ("method", "dataset", "model", "seed", "train"):

@@ -1,0 +1,1 @@
+"""PruSC and IRM with annotation-free environments (Le, Schlötterer, Seifert), for robust."""
