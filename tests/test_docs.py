@@ -141,3 +141,19 @@ def test_required_sections_exist():
         "robust list",
     ):
         assert topic in titles, f"no section about {topic!r}: {titles}"
+
+
+def test_readme_setup_command_installs_existing_packages_and_runs_clp_with_its_cpu_preset():
+    from robust.resolve import resolve_run_config
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    setup = section(readme, "Set up")
+    first = code_blocks(setup, "bash")[0].strip()
+    installs = re.findall(r"-e (\S+)", first)
+    assert installs and all((ROOT / path / "pyproject.toml").is_file() for path in installs), installs
+    command = first.split("&& ")[-1].split()
+    assert command[:3] == ["robust", "run", "clp"], command
+    dataset = command[command.index("--dataset") + 1]
+    resolved = resolve_run_config("clp", dataset=dataset, sets=[], flags={})
+    assert resolved.config.preset == "synthetic-waterbirds"
+    assert resolved.config.dataset["image_size"] == 32 and resolved.config.dataset["scale"] == 0.5

@@ -57,14 +57,30 @@ def test_masks_cover_conv_and_linear_weights_only():
     assert list(maskable_weights(small_net())) == ["0.weight", "3.weight"]
 
 
-def test_gumbel_sigmoid_sample_is_hard_with_a_straight_through_gradient():
-    logits = torch.full((1000,), 1.5, requires_grad=True)
-    m = gumbel_sigmoid_mask(logits, generator=torch.Generator().manual_seed(0))
+def sigmoid(v: float) -> float:
+    return 1 / (1 + math.exp(-v))
+
+
+@pytest.mark.parametrize(
+    ("form", "keep"),
+    [
+        ("logit", sigmoid(1.5)),  # π + logistic noise > 0: P(keep) = sigmoid(π) = 0.82
+        ("dcwp", sigmoid(sigmoid(1.5))),  # sigmoid(π) + noise > 0: P(keep) = sigmoid(0.82) = 0.69
+    ],
+)
+def test_gumbel_sigmoid_sample_is_hard_with_a_straight_through_gradient(form, keep):
+    logits = torch.full((4000,), 1.5, requires_grad=True)
+    m = gumbel_sigmoid_mask(logits, generator=torch.Generator().manual_seed(0), form=form)
     assert set(m.detach().unique().tolist()) <= {0.0, 1.0}
-    # sigmoid(1.5) = 0.82 is added to logistic noise: P(keep) = P(noise > -0.82) = sigmoid(0.82) = 0.69.
-    assert m.detach().mean().item() == pytest.approx(1 / (1 + math.exp(-1 / (1 + math.exp(-1.5)))), abs=0.04)
+    assert m.detach().mean().item() == pytest.approx(keep, abs=0.02)
     m.sum().backward()
     assert logits.grad is not None and (logits.grad > 0).all()
+
+
+def test_the_released_sample_keeps_at_most_73_percent_whatever_the_logit():
+    high = torch.full((4000,), 50.0)
+    assert gumbel_sigmoid_mask(high, form="dcwp").mean().item() == pytest.approx(sigmoid(1.0), abs=0.02)
+    assert gumbel_sigmoid_mask(high, form="logit").mean().item() == 1.0
 
 
 def test_mask_gradient_flows_and_sparsity_grows_with_lambda_sparse():

@@ -59,6 +59,11 @@ class PruSCConfig(PseudoGroupConfig):
     temperature: float = Field(0.07, gt=0, description="Temperature of the contrastive loss (official: 0.07).")
     mask_init: float = Field(1.5, description="Initial mask logit of every weight (official: 1.5, nearly dense).")
     gumbel_tau: float = Field(1.0, gt=0, description="Temperature of the Gumbel-sigmoid mask sample (official: 1).")
+    mask_sample: Literal["logit", "dcwp"] = Field(
+        "logit",
+        description="logit: sigmoid((π + g)/τ), P(keep) = sigmoid(π), consistent with the fixed mask π ≥ 0 "
+        "(Csordás et al.); dcwp: the released code's sigmoid((sigmoid(π) + g)/τ), P(keep) within 0.5-0.73.",
+    )
     prune_sampling: Literal["cluster_balanced", "uniform"] = Field(
         "cluster_balanced",
         description="Order of the pruning epochs: cluster_balanced = every (class, cluster) pseudo group drawn "

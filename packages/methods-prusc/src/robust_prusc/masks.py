@@ -5,10 +5,12 @@ layers are not masked) gets a real logit π of the weight's shape, initialised t
 0.82: the network starts dense). While pruning, each forward draws a hard binary mask:
 
     q = sigmoid(π);  g = −log(log(u₁ + ε) / log(u₀ + ε) + ε),  u₀, u₁ ~ U(0, 1);
-    soft = sigmoid((q + g) / τ);  m = 1[soft > 0.5] in the forward, ∂m/∂π = ∂soft/∂π backward
+    soft = sigmoid((π + g) / τ);  m = 1[soft > 0.5] in the forward, ∂m/∂π = ∂soft/∂π backward
 
-(the straight-through Gumbel-sigmoid of the reference, with its sigmoid applied to π before the
-noise is added). Afterwards the mask is fixed: ``m = 1[π ≥ 0]``. The masks live beside the
+(the straight-through Gumbel-sigmoid of Csordás et al.). Afterwards the mask is fixed:
+``m = 1[π ≥ 0]``. The released code (DCWP's ``GumbelSigmoid.py``) adds the noise to ``sigmoid(π)``
+instead of ``π`` (``mask_sample=dcwp``): its keep probability then stays within 0.5-0.73 whatever
+π, so the sampled networks it trains are not the fixed-mask network it keeps (see the README). The masks live beside the
 classifier, not in it: the masked forward is ``functional_call(model, {w: w ⊙ m})``, so the
 classifier's weights and their names stay those of a plain model.
 """
@@ -33,11 +35,19 @@ def maskable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     return found
 
 
-def gumbel_sigmoid_mask(logits: Tensor, tau: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """A hard 0/1 sample with the straight-through gradient of its soft relaxation."""
+def gumbel_sigmoid_mask(
+    logits: Tensor, tau: float = 1.0, generator: torch.Generator | None = None, form: str = "logit"
+) -> Tensor:
+    """A hard 0/1 sample with the straight-through gradient of its soft relaxation.
+
+    ``form="logit"``: ``sigmoid((π + g) / τ)``, so P(keep) = sigmoid(π) and the fixed mask ``π ≥ 0``
+    keeps exactly the weights kept more often than not. ``form="dcwp"``: the released code's
+    ``sigmoid((sigmoid(π) + g) / τ)``, whose P(keep) stays between 0.5 and 0.73 whatever π.
+    """
     u = torch.rand((2, *logits.shape), device=logits.device, generator=generator)
     noise = -torch.log(torch.log(u[1] + EPS) / torch.log(u[0] + EPS) + EPS)
-    soft = torch.sigmoid((torch.sigmoid(logits) + noise) / tau)
+    location = torch.sigmoid(logits) if form == "dcwp" else logits
+    soft = torch.sigmoid((location + noise) / tau)
     hard = (soft > 0.5).to(soft.dtype)
     return hard + (soft - soft.detach())  # exactly 0 or 1 forward; the soft gradient backward
 
@@ -55,8 +65,8 @@ class WeightMasks(nn.Module):
         """The deterministic mask ``1[π ≥ 0]`` of every masked weight."""
         return {n: (p >= 0).to(p.dtype) for n, p in zip(self.names, self.logits, strict=True)}
 
-    def sampled(self, tau: float) -> dict[str, Tensor]:
-        return {n: gumbel_sigmoid_mask(p, tau) for n, p in zip(self.names, self.logits, strict=True)}
+    def sampled(self, tau: float, form: str = "logit") -> dict[str, Tensor]:
+        return {n: gumbel_sigmoid_mask(p, tau, form=form) for n, p in zip(self.names, self.logits, strict=True)}
 
     def masked_call(self, model: nn.Module, masks: dict[str, Tensor], fn: Callable[..., Tensor] | None = None):
         """``model`` (or ``fn(model, x)``) with every masked weight replaced by ``w ⊙ m``: a function of x."""

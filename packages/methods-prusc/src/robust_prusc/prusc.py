@@ -89,7 +89,7 @@ class PruSC(PseudoGroupMethod):
     def prune_step(self, batch: Batch, step: int) -> dict[str, Any]:
         c = self.config
         assert self.masks is not None
-        sample = self.masks.sampled(c.gumbel_tau)
+        sample = self.masks.sampled(c.gumbel_tau, c.mask_sample)
         h, z = self.masks.masked_call(self.model, sample, features_and_logits)(batch.x)
         ce = self.loss(z, batch.y).mean()
         con = cluster_contrastive_loss(h, batch.y, self.clusters[batch.index], c.temperature)
