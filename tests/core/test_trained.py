@@ -31,7 +31,7 @@ def test_clear_errors(tmp_path):
     with pytest.raises(RunDirError, match="not a run directory"):
         trained_weights(tmp_path)
     make_run_dir(tmp_path / "run", {"model.head.weight": torch.zeros(1)})
-    with pytest.raises(RunDirError, match="no 'best_val_worst_group' checkpoint.*best_val_avg, last"):
+    with pytest.raises(RunDirError, match=r"no 'best_val_worst_group' checkpoint.*best_val_avg, last"):
         trained_weights(tmp_path / "run", "best_val_worst_group")
     make_run_dir(tmp_path / "two", {"model_b.head.weight": torch.zeros(1)})
     with pytest.raises(RunDirError, match="holds no classifier"):
