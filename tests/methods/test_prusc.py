@@ -215,24 +215,26 @@ def test_retrained_weights_stay_pruned(tmp_path):
         assert (params[name][mask == 0] == 0).all(), name
 
 
-def test_no_group_label_reaches_a_training_batch(tmp_path):
-    run = make_run(tmp_path / "run", method="prusc")
-    seen = []
-    original_update = run.method.update
+@pytest.mark.parametrize(
+    ("method", "steps", "sets"),
+    [("prusc", ("update", "prune_step", "retrain_step"), []), ("irm-afe", ("update", "irm_step"), ["irm_steps=4"])],
+)
+def test_no_group_label_reaches_a_training_batch(tmp_path, method, steps, sets):
+    run = make_run(tmp_path / "run", method=method, sets=sets)
+    seen: dict[str, list] = {name: [] for name in steps}
 
-    def spy(fn):
+    def spy(name, fn):
         def wrapped(batch, step):
-            seen.append((batch.group, batch.bias))
+            seen[name].append((batch.group, batch.bias))
             return fn(batch, step)
 
         return wrapped
 
-    run.method.update = spy(original_update)
-    run.method.prune_step = spy(run.method.prune_step)
-    run.method.retrain_step = spy(run.method.retrain_step)
+    for name in steps:  # every training step of every phase
+        setattr(run.method, name, spy(name, getattr(run.method, name)))
     run.fit()
-    assert len(seen) > 10
-    assert all(g is None and b is None for g, b in seen)
+    assert all(seen[name] for name in steps), {k: len(v) for k, v in seen.items()}
+    assert all(g is None and b is None for calls in seen.values() for g, b in calls)
 
 
 def test_prusc_resumes_mid_phase_to_the_same_result(tmp_path, register_plugin):
