@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -57,6 +58,7 @@ def kmeans(
     k: int,
     *,
     seed: int = 0,
+    restarts: int = 1,
     iterations: int = 100,
     tolerance: float = 1e-6,
 ) -> Tensor:
@@ -65,7 +67,9 @@ def kmeans(
     Points are normalised to unit length; each iteration assigns a point to the centroid of largest
     cosine similarity and moves each centroid to the renormalised mean of its points. A cluster that
     empties is re-seeded with the point farthest from its centroid. Stops when no centroid moves by
-    more than ``tolerance`` (cosine), or after ``iterations``.
+    more than ``tolerance`` (cosine), or after ``iterations``. With ``restarts`` > 1, k-means runs
+    from that many seedings and keeps the tightest result (largest total cosine similarity to the
+    centroids), as scikit-learn's ``n_init``: one unlucky seeding can merge two clear clusters.
     """
     n = len(features)
     if k < 1:
@@ -75,7 +79,19 @@ def kmeans(
     k = min(k, n)
     x = F.normalize(features.float(), dim=1)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    centroids = _kmeans_plus_plus(x, k, gen)
+    best, best_fit = None, -math.inf
+    for _ in range(max(1, restarts)):
+        assign, fit = _lloyd(x, _kmeans_plus_plus(x, k, gen), iterations, tolerance)
+        if fit > best_fit:
+            best, best_fit = assign, fit
+    assert best is not None
+    return best
+
+
+def _lloyd(x: Tensor, centroids: Tensor, iterations: int, tolerance: float) -> tuple[Tensor, float]:
+    """Lloyd iterations from ``centroids``: (assignment, total cosine similarity to the centroids)."""
+    k = len(centroids)
+    n = len(x)
     assign = torch.zeros(n, dtype=torch.long, device=x.device)
     for _ in range(iterations):
         similarity = x @ centroids.T
@@ -91,7 +107,8 @@ def kmeans(
         centroids = updated
         if shift <= tolerance:
             break
-    return (x @ centroids.T).argmax(dim=1)
+    best = (x @ centroids.T).max(dim=1)
+    return best.indices, float(best.values.sum())
 
 
 def _kmeans_plus_plus(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
@@ -111,17 +128,19 @@ def _kmeans_plus_plus(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
     return x[chosen].clone()
 
 
-def cluster(features: Tensor, labels: Tensor, k: int, *, mode: Mode = "all", seed: int = 0) -> Tensor:
+def cluster(
+    features: Tensor, labels: Tensor, k: int, *, mode: Mode = "all", seed: int = 0, restarts: int = 1
+) -> Tensor:
     """Cluster ids: ``all`` classes together into ``k`` clusters, or ``per_class`` (``k`` clusters
     within each class; ids ``class * k + j``, so a cluster never mixes classes)."""
     if mode == "all":
-        return kmeans(features, k, seed=seed)
+        return kmeans(features, k, seed=seed, restarts=restarts)
     if mode != "per_class":
         raise ConfigError(f"Clustering mode must be 'all' or 'per_class', not {mode!r}.")
     out = torch.empty(len(labels), dtype=torch.long, device=features.device)
     for c in labels.unique().tolist():
         members = (labels == c).nonzero().flatten()
-        out[members] = c * k + kmeans(features[members], k, seed=seed + c)
+        out[members] = c * k + kmeans(features[members], k, seed=seed + c, restarts=restarts)
     return out
 
 

@@ -37,6 +37,12 @@ class PseudoGroupConfig(ERMConfig):
         "clusters within each class (its commented-out variant).",
     )
     cluster_seed: int = Field(1, description="Seed of the k-means (the official clustering script: 1).")
+    cluster_restarts: int = Field(
+        10,
+        ge=1,
+        description="k-means runs from this many seedings and keeps the tightest (scikit-learn's n_init; the "
+        "reference runs once, and one unlucky seeding can merge two clear clusters).",
+    )
     clusters: str | None = Field(
         None,
         description="A cluster assignment CSV (index,label,cluster) to use instead of clustering: one this "

@@ -79,8 +79,15 @@ class PseudoGroupMethod(ERM):
         else:
             features, _, index = representations(self.model, ctx.batches("train"))
             assigned = torch.empty_like(self.clusters)
-            assigned[index] = cluster(features, labels[index], c.num_clusters, mode=c.cluster_mode, seed=c.cluster_seed)
-            source = f"k-means (cosine), k={c.num_clusters}, {c.cluster_mode}"
+            assigned[index] = cluster(
+                features,
+                labels[index],
+                c.num_clusters,
+                mode=c.cluster_mode,
+                seed=c.cluster_seed,
+                restarts=c.cluster_restarts,
+            )
+            source = f"k-means (cosine), k={c.num_clusters}, {c.cluster_mode}, best of {c.cluster_restarts}"
         self.clusters.copy_(assigned)
         groups = train.groups  # for the report only: never reaches a training step
         write_assignment(
