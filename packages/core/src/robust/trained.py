@@ -24,8 +24,9 @@ def trained_weights(
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """``(config, classifier state dict)`` of a run directory.
 
-    ``checkpoint``: ``last`` (the resume point: the model as training left it) or a selection
-    rule (``best_val_worst_group``...: the model kept for that rule).
+    ``checkpoint``: ``last`` (the resume point: the model as training left it), a selection
+    rule (``best_val_worst_group``...: the model kept for that rule), or ``phase-NAME`` (the
+    model at the end of that phase of a multi-phase run, e.g. PruSC's ``phase-erm``).
     """
     run = RunDir(run_dir)
     if not run.config_path.is_file():

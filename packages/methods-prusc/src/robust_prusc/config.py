@@ -26,8 +26,9 @@ class PseudoGroupConfig(ERMConfig):
     )
     from_checkpoint: str = Field(
         "last",
-        description="Which model of --from: last (as training left it) or a selection rule (best_val_avg...; "
-        "not a group-based one if group labels must stay unused).",
+        description="Which model of --from: last (as training left it), a selection rule (best_val_avg...; not a "
+        "group-based one if group labels must stay unused), or phase-NAME (the end of a phase of a multi-phase "
+        "run: phase-erm reuses the ERM model of a prusc run).",
     )
     erm_epochs: int | None = Field(None, ge=1, description="Epochs of the ERM phase (None: train.epochs).")
     num_clusters: int = Field(16, ge=1, description="k of the k-means (the official code: 16; 8 for ColoredMNIST).")
