@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pydantic
 import pytest
 import torch
 
+from robust import hookimpl
 from robust.data import ArraySplit, DatasetBundle, StreamSplit, SubsetSplit, subset_split
 from robust.datasets import load_dataset
 from robust.errors import ConfigError
@@ -82,3 +86,43 @@ def test_a_meta_set_alone_keeps_every_other_training_image():
     after = torch.bincount(out.splits["train"].labels, minlength=2)
     assert torch.equal(after, before - 10)  # classes stay as unbalanced as they were
     assert len(out.aux["meta"]) == 20
+
+
+# -- dataset transforms registered by plugins ------------------------------------------------
+
+
+class BrightenOptions(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    brighten_by: int = pydantic.Field(0, ge=0, le=255)
+    brighten_class: int = 0
+
+
+def brighten(data: DatasetBundle, options: BrightenOptions) -> DatasetBundle:
+    train = data.splits["train"]
+    images = train.images.clone()
+    chosen = train.labels == options.brighten_class
+    images[chosen] = (images[chosen].int() + options.brighten_by).clamp(max=255).to(torch.uint8)
+    splits = {**data.splits, "train": dataclasses.replace(train, images=images)}
+    return dataclasses.replace(data, splits=splits)
+
+
+class TransformPlugin:
+    @hookimpl
+    def register_dataset_transforms(self, register):
+        register("brighten", brighten, config=BrightenOptions, description="add to one class's pixels")
+
+
+def test_a_registered_transform_applies_to_any_dataset_through_its_options(register_plugin):
+    with register_plugin(TransformPlugin(), "transform-test-plugin"):
+        config = resolve_run_config("erm", dataset="tiny", sets=["dataset.brighten_by=7", "dataset.frac=0.5"]).config
+        assert config.dataset["brighten_by"] == 7 and config.dataset["frac"] == 0.5
+        plain, bright = load_dataset("tiny"), load_dataset("tiny", {"brighten_by": 7})
+        before, after = plain.splits["train"], bright.splits["train"]
+        zero = before.labels == 0
+        assert torch.equal(after.images[~zero], before.images[~zero])
+        assert (after.images[zero].int() - before.images[zero].int()).max() == 7
+        assert torch.equal(bright.splits["test"].images, plain.splits["test"].images)
+        with pytest.raises(ConfigError, match="brighten"):
+            resolve_run_config("erm", dataset="tiny", sets=["dataset.brighten_by=300"])
+    with pytest.raises(ConfigError, match="protocol options"):  # the plugin gone, the option is unknown
+        resolve_run_config("erm", dataset="tiny", sets=["dataset.brighten_by=7"])

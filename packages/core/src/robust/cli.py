@@ -82,7 +82,10 @@ KIND_NAMES = {
     "losses": "loss",
     "infills": "infill",
     "mask-providers": "mask_provider",
+    "dataset-transforms": "dataset_transform",
 }
+# How `robust info` prefixes a kind's options in --set.
+OPTION_PREFIX = {"method": "", "dataset_transform": "dataset."}
 # Kinds registered as plain functions: their keyword arguments after these positional ones are the options.
 FUNCTION_KINDS = {"infill": 3, "mask_provider": 1}
 
@@ -184,7 +187,7 @@ def info(name: str, kind: str | None) -> None:
             console.print(f"options (set through the method that uses this {what}): {shown}")
             continue
         table = Table(
-            title=f"options of {entry.kind} {entry.name!r}  (--set {'' if entry.kind == 'method' else entry.kind + '.'}KEY=VALUE)"
+            title=f"options of {entry.kind} {entry.name!r}  (--set {OPTION_PREFIX.get(entry.kind, entry.kind + '.')}KEY=VALUE)"
         )
         for col in ("option", "type", "default", "description"):
             table.add_column(col)
@@ -192,9 +195,19 @@ def info(name: str, kind: str | None) -> None:
             table.add_row(*row)
         console.print(table)
         if entry.kind == "dataset":
+            transforms = [
+                f"{t.name}: {', '.join(t.load_config().model_fields)}"
+                for t in registry.entries("dataset_transform")
+                if t.load_config() is not None
+            ]
             console.print(
                 "every dataset also takes the protocol options (--set dataset.KEY=VALUE): frac, meta_per_class, "
                 "imb_factor, noise, noise_ratio, protocol_seed, mask_provider (see robust/protocols.py)"
+                + (
+                    f"; and the options of the installed dataset transforms ({'; '.join(transforms)})"
+                    if transforms
+                    else ""
+                )
             )
         if entry.kind == "method":
             target = entry.load()

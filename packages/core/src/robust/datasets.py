@@ -18,9 +18,43 @@ from robust.resolve import resolve_dataset_name
 def load_entry(entry: Entry, options: dict[str, Any], root: str | Path | None = None) -> DatasetBundle:
     """Call a dataset entry's factory with ``options`` validated by its config class, then apply the
     protocol options every dataset accepts (``frac``, ``imb_factor``, ``noise``... see
-    :class:`robust.protocols.ProtocolOptions`) that the dataset does not handle itself."""
+    :class:`robust.protocols.ProtocolOptions`) that the dataset does not handle itself, then the
+    registered dataset transforms whose options were given (``register_dataset_transforms``)."""
     config_cls = entry.load_config()
-    own, generic = split_protocol_options(options, set(config_cls.model_fields) if config_cls is not None else set())
+    dataset_fields = set(config_cls.model_fields) if config_cls is not None else set()
+    options, transforms = split_transform_options(options, dataset_fields)
+    bundle = _load_with_protocol(entry, config_cls, options, dataset_fields, root)
+    for transform, given in transforms:
+        transform_config = transform.load_config()
+        validated = transform_config.model_validate(validate_section("dataset", entry.name, given, transform_config))
+        bundle = transform.load()(bundle, validated)
+        if not isinstance(bundle, DatasetBundle):
+            raise DataError(
+                f"Dataset transform {transform.name!r} (plugin {transform.plugin}) returned {type(bundle).__name__}, "
+                "not a robust.data.DatasetBundle."
+            )
+    return bundle
+
+
+def split_transform_options(options: dict[str, Any], dataset_fields: set[str]) -> tuple[dict[str, Any], list]:
+    """Options left for the dataset and the core protocols, and ``(transform entry, its options)``
+    for each registered transform some of whose options were given (a key the dataset owns stays its)."""
+    rest = dict(options)
+    chosen = []
+    for transform in get_registry().entries("dataset_transform"):
+        config = transform.load_config()
+        if config is None:
+            continue
+        given = {k: rest.pop(k) for k in list(rest) if k in config.model_fields and k not in dataset_fields}
+        if given:
+            chosen.append((transform, given))
+    return rest, chosen
+
+
+def _load_with_protocol(
+    entry: Entry, config_cls: Any, options: dict[str, Any], dataset_fields: set[str], root: str | Path | None
+) -> DatasetBundle:
+    own, generic = split_protocol_options(options, dataset_fields)
     config = None
     if config_cls is not None:
         config = config_cls.model_validate(validate_section("dataset", entry.name, own, config_cls))

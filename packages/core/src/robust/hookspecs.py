@@ -98,6 +98,19 @@ def register_mask_providers(register: Register) -> None:
 
 
 @hookspec
+def register_dataset_transforms(register: Register) -> None:
+    """Register dataset transforms: changes any dataset accepts through its options.
+
+    Call ``register(name, "pkg.module:function", config="pkg.module:Options", description=...)``.
+    The fields of ``Options`` (a pydantic model) become dataset options of every dataset
+    (``--set dataset.KEY=VALUE``) that the dataset does not own itself; when a run gives any of them,
+    the core calls ``function(bundle, options)`` after loading (and after the core's protocol
+    options) and uses the ``DatasetBundle`` it returns. Planting a pattern into a few training
+    images is one (robust-rare).
+    """
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``robust`` CLI (``cli.command()`` / ``cli.group()``).
 

@@ -24,6 +24,7 @@ KINDS: dict[str, str] = {
     "loss": "register_losses",
     "infill": "register_infills",
     "mask_provider": "register_mask_providers",
+    "dataset_transform": "register_dataset_transforms",
 }
 
 

@@ -151,18 +151,25 @@ def resolve_run_config(
 
 
 def _protocol_options(entry: Entry, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split off and validate the generic protocol options the dataset does not own."""
+    """Split off and validate the generic options the dataset does not own: the core's protocol
+    options and those of the registered dataset transforms."""
+    from robust.datasets import split_transform_options
     from robust.protocols import ProtocolOptions, split_protocol_options
 
     config_cls = entry.load_config()
-    own, generic = split_protocol_options(options, set(config_cls.model_fields) if config_cls is not None else set())
-    if not generic:
-        return own, {}
-    try:
-        checked = ProtocolOptions.model_validate(generic)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(f"dataset {entry.name!r}", exc, ProtocolOptions)) from None
-    return own, checked.model_dump(mode="json", exclude_unset=True)
+    fields = set(config_cls.model_fields) if config_cls is not None else set()
+    options, transforms = split_transform_options(options, fields)
+    own, generic = split_protocol_options(options, fields)
+    checked: dict[str, Any] = {}
+    models = [(ProtocolOptions, generic, f"dataset {entry.name!r}")] if generic else []
+    models += [(t.load_config(), given, f"dataset transform {t.name!r}") for t, given in transforms]
+    for model, given, what in models:
+        try:
+            validated = model.model_validate(given)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(what, exc, model)) from None
+        checked.update(validated.model_dump(mode="json", exclude_unset=True))
+    return own, checked
 
 
 def _dataset_options(entry: Entry, given: dict[str, Any]) -> dict[str, Any]:
