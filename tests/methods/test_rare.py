@@ -1,0 +1,159 @@
+"""robust-rare: the patterns change exactly their pixels; planting on any dataset; reference names."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from robust.data import DatasetBundle, StreamSplit
+from robust.datasets import load_dataset
+from robust.errors import ConfigError, UnknownNameError
+from robust.resolve import resolve_run_config
+from robust_rare.names import parse_name
+from robust_rare.patterns import PATTERNS, apply_pattern, canonical, random_pattern
+from robust_rare.planting import PlantOptions, plant
+
+from ..core.tiny import TinyConfig, TinyPlugin, load_tiny
+
+
+@pytest.fixture(autouse=True)
+def plugins(register_plugin):
+    with register_plugin(TinyPlugin(), "tiny-test-plugin"):
+        yield
+
+
+def grey(n: int = 2, size: int = 28) -> torch.Tensor:
+    return torch.full((n, 1, size, size), 40, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize(("pattern", "block"), [("v1", 1), ("v3", 3), ("v8", 5), ("s3", 5)])
+def test_small_patterns_whiten_exactly_the_top_left_block(pattern, block):
+    for images in (grey(), torch.full((2, 3, 32, 32), 40, dtype=torch.uint8)):
+        out = apply_pattern(images, pattern)
+        changed = (out != images).any(dim=(0, 1))
+        expected = torch.zeros_like(changed)
+        expected[:block, :block] = True
+        assert torch.equal(changed, expected)
+        assert (out[..., :block, :block] == 255).all()
+
+
+def test_core_pattern_is_the_vertical_bar_rows_3_to_24_columns_13_to_15():
+    out = apply_pattern(grey(), "core")
+    changed = (out != grey()).any(dim=(0, 1))
+    assert changed.nonzero()[:, 0].unique().tolist() == list(range(3, 25))
+    assert changed.nonzero()[:, 1].unique().tolist() == [13, 14, 15]
+    assert int(changed.sum()) == 22 * 3
+    with pytest.raises(ConfigError, match="at least 25 × 16"):
+        apply_pattern(grey(size=8), "v30")
+
+
+@pytest.mark.parametrize(("pattern", "amplitude"), [("v18", 0.25), ("v19", 0.5), ("v20", 1.0)])
+def test_random_patterns_add_one_fixed_noise_image_and_clip(pattern, amplitude):
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    out = apply_pattern(images, pattern, seed=7)
+    u = random_pattern((3, 32, 32), 7)
+    expected = (images.float() / 255 + amplitude * u).clamp(0, 1)
+    assert (out.float() / 255 - expected).abs().max() <= 0.5 / 255 + 1e-6
+    assert torch.equal(apply_pattern(images, pattern, seed=7), out)  # the same seed, the same pattern
+    assert not torch.equal(apply_pattern(images, pattern, seed=8), out)
+    # The pattern is the same for every image (one fixed noise image), and never darkens a pixel.
+    assert (out.int() >= images.int()).all()
+
+
+def test_random_pattern_is_drawn_height_width_channels_as_the_reference():
+    import numpy as np
+
+    u = np.random.RandomState(3).rand(4, 5, 3)
+    assert torch.allclose(random_pattern((3, 4, 5), 3), torch.from_numpy(u).permute(2, 0, 1).float())
+
+
+def test_every_pattern_name_and_an_unknown_one():
+    assert set(PATTERNS) == {"v1", "v3", "v8", "v18", "v19", "v20", "v30"}
+    assert [canonical(n) for n in ("s1", "s2", "s3", "r1", "r2", "r3", "core")] == [
+        "v1",
+        "v3",
+        "v8",
+        "v18",
+        "v19",
+        "v20",
+        "v30",
+    ]
+    with pytest.raises(ConfigError, match="Unknown spurious pattern 'v9'"):
+        canonical("v9")
+
+
+def tiny(n_train: int = 96) -> DatasetBundle:
+    return load_tiny(TinyConfig(n_train=n_train), None)
+
+
+def test_planting_changes_n_training_images_of_the_target_class_only():
+    data = tiny()
+    out = plant(data, PlantOptions(pattern="v3", n_spurious=5, target=1, pattern_seed=2))
+    before, after = data.splits["train"], out.splits["train"]
+    changed = (after.images != before.images).flatten(1).any(dim=1).nonzero().flatten()
+    record = out.info.extra["planted"]
+    assert len(changed) == 5 and changed.tolist() == record["index"]
+    assert (before.labels[changed] == 1).all() and torch.equal(after.labels, before.labels)
+    assert record == {"pattern": "v3", "n": 5, "target": 1, "seed": 2, "index": record["index"]}
+    assert torch.equal(out.splits["test"].images, data.splits["test"].images)
+    again = plant(data, PlantOptions(pattern="v3", n_spurious=5, target=1, pattern_seed=2))
+    assert again.info.extra["planted"]["index"] == record["index"]  # deterministic
+    with pytest.raises(ConfigError, match="has only"):
+        plant(data, PlantOptions(pattern="v3", n_spurious=1000, target=1))
+    with pytest.raises(ConfigError, match="target must be a class"):
+        plant(data, PlantOptions(pattern="v3", n_spurious=1, target=5))
+    assert plant(data, PlantOptions()) is data
+
+
+class Streamed(StreamSplit):
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+        self.groups = self.bias = self.bboxes = None
+
+    def read(self, index):
+        return self.images[index], None
+
+
+def test_planting_into_a_streamed_split_applies_on_read():
+    data = tiny()
+    array = data.splits["train"]
+    streamed = dataclasses.replace(data, splits={**data.splits, "train": Streamed(array.images, array.labels)})
+    options = PlantOptions(pattern="v1", n_spurious=3, target=0, pattern_seed=1)
+    out = plant(streamed, options)
+    in_memory = plant(data, options)
+    for i in range(len(array)):
+        assert torch.equal(out.splits["train"].read(i)[0], in_memory.splits["train"].images[i])
+
+
+def test_options_and_reference_names_through_resolve_and_load():
+    config = resolve_run_config("erm", dataset="tiny", sets=["dataset.pattern=v8", "dataset.n_spurious=2"]).config
+    assert config.dataset["pattern"] == "v8" and config.dataset["n_spurious"] == 2
+    assert parse_name("mnistv8-3-0-0") == ("mnist", {"pattern": "v8", "n_spurious": 3, "target": 0, "pattern_seed": 0})
+    assert parse_name("fashionv20-100-1-4")[0] == "fashion-mnist"
+    assert parse_name("cifar10v18-5-9-2") == (
+        "cifar10",
+        {"pattern": "v18", "n_spurious": 5, "target": 9, "pattern_seed": 2},
+    )
+    assert parse_name("waterbirds") is None
+    config = resolve_run_config("erm", dataset="tinyv1-4-1-3").config
+    assert config.dataset_name == "tiny"
+    assert {k: config.dataset[k] for k in ("pattern", "n_spurious", "target", "pattern_seed")} == {
+        "pattern": "v1",
+        "n_spurious": 4,
+        "target": 1,
+        "pattern_seed": 3,
+    }
+    data = load_dataset("tinyv1-4-1-3")
+    assert len(data.info.extra["planted"]["index"]) == 4
+    with pytest.raises(UnknownNameError):
+        resolve_run_config("erm", dataset="nosuchv8-3-0-0")
+
+
+def test_planting_on_the_generated_digits():
+    data = load_dataset("synthetic-cmnistv8-10-0-0", {"n_train": 200, "n_val": 20, "n_test": 20})
+    index = data.info.extra["planted"]["index"]
+    train = data.splits["train"]
+    assert len(index) == 10 and (train.labels[index] == 0).all()
+    assert (train.images[index][..., :5, :5] == 255).all()
