@@ -110,3 +110,18 @@ def test_bbox_crop_keeps_part_of_the_box_and_moves_the_mask_with_it():
     assert set(out_mask.unique().tolist()) <= {0.0, 1.0}
     # The crops vary: not every image is cut at the same place.
     assert len({tuple(b) for b in out_box[: n // 2].tolist()}) > 1
+
+
+def test_input_noise_is_added_to_training_batches_only():
+    bundle = load_tiny(TinyConfig(), None)
+    split = bundle.splits["train"]
+    plain = BatchLoader(split, bundle.info, torch.device("cpu"), batch_size=96)
+    noisy = BatchLoader(split, bundle.info, torch.device("cpu"), batch_size=96, input_noise=0.2)
+    order = plain.sequential()
+    clean = next(plain.batches(order, generator=torch.Generator().manual_seed(0))).x
+    a = next(noisy.batches(order, generator=torch.Generator().manual_seed(0))).x
+    b = next(noisy.batches(order, generator=torch.Generator().manual_seed(0))).x
+    assert torch.equal(a, b)  # drawn from the training generator: reproducible
+    std = torch.tensor(bundle.info.std).view(1, -1, 1, 1)
+    assert ((a - clean) * std).std().item() == pytest.approx(0.2, rel=0.05)  # σ in [0, 1] pixel units
+    assert torch.equal(next(noisy.batches(order)).x, clean)  # evaluation: no generator, no noise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +158,60 @@ def test_planting_on_the_generated_digits():
     train = data.splits["train"]
     assert len(index) == 10 and (train.labels[index] == 0).all()
     assert (train.images[index][..., :5, :5] == 255).all()
+
+
+# -- the spurious score -----------------------------------------------------------------------
+
+
+def train_digits(tmp_path, n: int) -> str:
+    from robust.engine import Run
+
+    sets = ["dataset.n_train=1000", "dataset.n_val=100", "dataset.n_test=300", "dataset.conflict_pct=90"]
+    resolved = resolve_run_config(
+        "erm", dataset=f"synthetic-cmnistv8-{n}-0-0", sets=sets, flags={"epochs": 6, "seed": 0}
+    )
+    out = tmp_path / f"n{n}"
+    Run(resolved, out, quiet=True).fit()
+    return str(out)
+
+
+def test_spurious_score_is_near_zero_untrained_and_rises_when_planted(tmp_path):
+    from robust.trained import load_trained_run
+    from robust_rare.score import spurious_score
+
+    scores = {}
+    for n in (0, 20):
+        trained = load_trained_run(train_digits(tmp_path, n))
+        scores[n] = spurious_score(trained.model, trained.data.splits["test"], trained.data.info, "v8", 0, 0)
+    assert scores[0]["spurious_score"] < 0.05
+    assert scores[20]["spurious_score"] > 0.3
+    assert scores[20]["mean_rise"] > scores[0]["mean_rise"]
+    # The same model, another pattern it never saw: no effect.
+    trained = load_trained_run(str(tmp_path / "n20"))
+    assert (
+        spurious_score(trained.model, trained.data.splits["test"], trained.data.info, "v1", 0)["spurious_score"] < 0.1
+    )
+
+
+def test_spurious_score_command_on_runs_and_its_clean_errors(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from robust.cli import cli
+
+    planted, clean = train_digits(tmp_path, 20), train_digits(tmp_path, 0)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["rare", "spurious-score", planted, clean, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [r["planted_n"] for r in rows] == [20, 0] and rows[0]["spurious_score"] > rows[1]["spurious_score"]
+    assert (Path(planted) / "spurious_score-v8-0-0.json").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text(json.dumps({"dataset": {"name": "synthetic-cmnist"}, "model": {"name": "mlp"}}))
+    result = runner.invoke(cli, ["rare", "spurious-score", str(empty)])
+    assert result.exit_code != 0 and "has no 'last' checkpoint" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(cli, ["rare", "spurious-score", str(tmp_path / "nowhere")])
+    assert result.exit_code != 0 and "not a run directory" in result.output

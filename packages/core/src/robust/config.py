@@ -65,6 +65,12 @@ class TrainConfig(Options):
         description="Training augmentation on the device; None = the dataset's (bbox_crop_flip: CFGen's resize "
         "to 256/224 and a random crop that keeps part of the foreground box, plus flips).",
     )
+    input_noise: float = Field(
+        0.0,
+        ge=0,
+        description="Std of Gaussian noise added to every training image, in pixel units of [0, 1], fresh for each "
+        "batch, not clipped (a mitigation of rare spurious correlations; 0 = off).",
+    )
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto", description="Mixed precision: auto = bf16 on GPUs that support it, fp16 otherwise, off on CPU."
     )

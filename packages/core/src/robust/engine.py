@@ -31,6 +31,7 @@ from robust.errors import ConfigError, NonFiniteLossError, RunDirError
 from robust.loader import BatchLoader
 from robust.method import Method, MethodContext, Phase
 from robust.metrics import accuracy_metrics, macro_auc
+from robust.models.classifier import build_registered_model
 from robust.plugins import plugin_distribution, pm
 from robust.registry import get_registry
 from robust.resolve import Resolved
@@ -136,9 +137,7 @@ class Run:
             options = {**{k: v for k, v in self.config.model.items() if k != "name"}, **options}
         else:
             entry = registry.get("model", name)
-        config_cls = entry.load_config()
-        model_config = config_cls.model_validate(options) if config_cls is not None else None
-        model = entry.load()(model_config, num_classes=self.info.num_classes, input_shape=self.info.input_shape)
+        model = build_registered_model(entry, options, self.info.num_classes, self.info.input_shape)
         return model.to(self.device)
 
     def build_loss(self, name: str, **options: Any):
@@ -146,7 +145,9 @@ class Run:
         config_cls = entry.load_config()
         return entry.load()(config_cls.model_validate(options) if config_cls is not None else None)
 
-    def _loader(self, split: str, batch_size: int, *, expose_groups: bool, augmentation: str = "none") -> BatchLoader:
+    def _loader(
+        self, split: str, batch_size: int, *, expose_groups: bool, augmentation: str = "none", input_noise: float = 0.0
+    ) -> BatchLoader:
         if split not in self.data.splits:
             raise ConfigError(
                 f"Split {split!r} does not exist in dataset {self.info.name!r}; it has {', '.join(self.data.splits)}."
@@ -160,6 +161,7 @@ class Run:
             expose_groups=expose_groups,
             data_on_device=self.train_config.data_on_device,
             num_workers=self.train_config.num_workers,
+            input_noise=input_noise,
         )
 
     def batches(self, split: str = "train", *, batch_size: int | None = None) -> Iterator[Batch]:
@@ -232,7 +234,11 @@ class Run:
         if key not in self._train_loaders:
             augmentation = (self.train_config.augment or self.info.train_augment) if phase.split == "train" else "none"
             self._train_loaders[key] = self._loader(
-                phase.split, batch_size, expose_groups=self.method_cls.uses_group_labels, augmentation=augmentation
+                phase.split,
+                batch_size,
+                expose_groups=self.method_cls.uses_group_labels,
+                augmentation=augmentation,
+                input_noise=self.train_config.input_noise,
             )
         return self._train_loaders[key]
 

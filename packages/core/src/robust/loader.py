@@ -64,8 +64,10 @@ class BatchLoader:
         expose_groups: bool = True,
         data_on_device: str = "auto",
         num_workers: int = 2,
+        input_noise: float = 0.0,
     ) -> None:
         self.split = split
+        self.input_noise = input_noise
         self.device = device
         self.batch_size = batch_size
         self.augmentation = augmentation
@@ -157,6 +159,8 @@ class BatchLoader:
         bbox = self.bboxes[index] if self.bboxes is not None else None
         if generator is not None and self.augmentation != "none":
             x, mask, bbox = augment(self.augmentation, x, mask, bbox, generator, pad=self.crop_padding)
+        if generator is not None and self.input_noise > 0:  # training batches only
+            x.add_(torch.randn(x.shape, device=x.device, generator=generator), alpha=self.input_noise)
         x = x.sub_(self.mean).div_(self.std)  # in place: no extra full-batch float tensors
         return Batch(
             x=x,

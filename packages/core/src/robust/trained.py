@@ -8,6 +8,7 @@ classifier of any method is its ``model`` attribute (the method contract), so it
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ import torch
 from torch import Tensor
 
 from robust.checkpoint import load_checkpoint
+from robust.data import DatasetBundle
 from robust.errors import RunDirError
+from robust.models.classifier import Classifier, build_registered_model
 from robust.results import RunDir
 
 
@@ -51,3 +54,41 @@ def trained_weights(
             "networks under other names, so it cannot be reused as a trained classifier."
         )
     return run.read_config(), weights
+
+
+@dataclass
+class TrainedRun:
+    """A run directory's classifier (eval mode, on ``device``), its dataset and its config."""
+
+    config: dict[str, Any]
+    model: Classifier
+    data: DatasetBundle
+    device: torch.device
+
+
+def load_trained_run(
+    run_dir: str | Path,
+    checkpoint: str = "last",
+    device: str | torch.device = "cpu",
+    data_root: str | Path | None = None,
+) -> TrainedRun:
+    """Rebuild the classifier of ``run_dir`` from its config (model and options, the dataset's
+    classes and input shape) and load its weights: for analyses of any finished run."""
+    from robust.datasets import load_dataset
+    from robust.registry import get_registry
+
+    device = torch.device(device)
+    config, weights = trained_weights(run_dir, checkpoint, map_location=device)
+    dataset = dict(config.get("dataset", {}))
+    data = load_dataset(dataset.pop("name"), dataset, data_root or config.get("data_root"))
+    model_options = dict(config.get("model", {}))
+    entry = get_registry().get("model", model_options.pop("name"))
+    model = build_registered_model(entry, model_options, data.info.num_classes, data.info.input_shape)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise RunDirError(
+            f"The weights in {str(run_dir)!r} do not fit the model its config.json describes "
+            f"({str(exc).splitlines()[0]}): the run directory was changed after training."
+        ) from None
+    return TrainedRun(config, model.to(device).eval(), data, device)

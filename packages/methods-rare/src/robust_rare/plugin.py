@@ -26,3 +26,10 @@ def register_dataset_transforms(register: Any) -> None:
 def resolve_dataset(name: str) -> tuple[str, dict[str, Any]] | None:
     """The reference's names, ``mnistv8-3-0-0`` = {dataset}{pattern}-{n}-{target}-{seed}."""
     return parse_name(name)
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    from robust_rare.commands import rare  # click only, no torch
+
+    cli.add_command(rare)

@@ -7,6 +7,8 @@ characteristics). So every model is ``head(features(x))`` with ``head`` an ``nn.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -32,3 +34,10 @@ class Classifier(nn.Module):
     def reset_head(self) -> None:
         """Re-initialise the head (last-layer retraining)."""
         self.head.reset_parameters()
+
+
+def build_registered_model(entry: Any, options: dict[str, Any], num_classes: int, input_shape: tuple[int, int, int]):
+    """A registered model (a registry entry) with ``options`` validated by its config class."""
+    config_cls = entry.load_config()
+    config = config_cls.model_validate(options) if config_cls is not None else None
+    return entry.load()(config, num_classes=num_classes, input_shape=input_shape)

@@ -1,0 +1,119 @@
+"""``robust rare ...``: the study's analyses on any run directory.
+
+Added to the ``robust`` CLI by the ``register_commands`` hook; torch is imported inside the
+commands only (``robust --help`` imports this module).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@click.group()
+def rare() -> None:
+    """Rare spurious correlations: the spurious score of trained runs."""
+
+
+@rare.command("spurious-score")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--pattern", help="Pattern: v1/v3/v8, v18/v19/v20, v30 (or s1-s3, r1-r3, core). Default: the planted one."
+)
+@click.option("--target", type=int, help="Target class. Default: the planted one.")
+@click.option("--pattern-seed", type=int, help="Seed of a random pattern. Default: the planted one, else 0.")
+@click.option("--checkpoint", default="last", show_default=True, help="last, a selection rule, or phase-NAME.")
+@click.option("--split", default="test", show_default=True, help="The split whose images get the pattern.")
+@click.option("--threshold", type=float, default=0.1, show_default=True, help="τ: a rise of p_target above it counts.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False), help="Where datasets live (default: the run's).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def spurious_score_command(
+    run_dirs: tuple[str, ...],
+    pattern: str | None,
+    target: int | None,
+    pattern_seed: int | None,
+    checkpoint: str,
+    split: str,
+    threshold: float,
+    device: str,
+    data_root: str | None,
+    as_json: bool,
+) -> None:
+    """The spurious score of each RUN_DIR: the fraction of test images whose target-class probability
+    rises by more than τ when the pattern is added. The first run names the pattern and the target
+    (its planted ones unless given); list a run trained without the pattern after it to compare.
+    Each result is also written to RUN_DIR/spurious_score-PATTERN-TARGET-SEED.json."""
+    from robust.atomic import atomic_write_json
+    from robust.errors import ConfigError
+    from robust.trained import load_trained_run
+    from robust_rare.score import spurious_score
+
+    rows: list[dict[str, Any]] = []
+    for run_dir in run_dirs:
+        trained = load_trained_run(run_dir, checkpoint, device, data_root)
+        planted = trained.data.info.extra.get("planted", {})
+        pattern = pattern or planted.get("pattern")
+        target = planted.get("target") if target is None else target
+        pattern_seed = planted.get("seed", 0) if pattern_seed is None else pattern_seed
+        if pattern is None or target is None:
+            raise ConfigError(
+                f"Run {run_dir!r} was trained without a planted pattern, so there is none to test by default: pass "
+                "--pattern (v1, v3, v8, v18, v19, v20, v30) and --target CLASS."
+            )
+        if split not in trained.data.splits:
+            raise ConfigError(
+                f"Run {run_dir!r}'s dataset has no split {split!r}; it has {', '.join(trained.data.splits)}."
+            )
+        result = spurious_score(
+            trained.model,
+            trained.data.splits[split],
+            trained.data.info,
+            pattern,
+            target,
+            pattern_seed,
+            threshold=threshold,
+            device=trained.device,
+        )
+        result.update(run=str(run_dir), checkpoint=checkpoint, split=split, planted_n=planted.get("n", 0))
+        name = f"spurious_score-{result['pattern']}-{target}-{pattern_seed}.json"
+        atomic_write_json(Path(run_dir) / name, result)
+        rows.append(result)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _print_table(rows)
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    first = rows[0]
+    table = Table(
+        title=f"spurious score: pattern {first['pattern']}, target class {first['target']}, seed {first['seed']}, "
+        f"τ = {first['threshold']:g}"
+    )
+    for col in (
+        "run",
+        "planted",
+        "spurious score",
+        "mean rise of p_target",
+        "clean acc",
+        "patterned acc (other classes)",
+    ):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for row in rows:
+        other = row["patterned_other_acc"]
+        table.add_row(
+            row["run"],
+            str(row["planted_n"]),
+            f"{row['spurious_score']:.3f}",
+            f"{row['mean_rise']:+.3f}",
+            f"{100 * row['clean_acc']:.1f} %",
+            "-" if other is None else f"{100 * other:.1f} %",
+        )
+    Console().print(table)
