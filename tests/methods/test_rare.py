@@ -215,3 +215,34 @@ def test_spurious_score_command_on_runs_and_its_clean_errors(tmp_path):
     assert "Traceback" not in result.output
     result = runner.invoke(cli, ["rare", "spurious-score", str(tmp_path / "nowhere")])
     assert result.exit_code != 0 and "not a run directory" in result.output
+
+
+# -- the study's architectures ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "widths"),
+    [("MLP", [256]), ("MLPv2", [256, 256]), ("LargeMLP", [256, 256, 256]), ("LargeMLPv2", [512, 512, 512])],
+)
+def test_reference_mlps_by_their_reference_names(name, widths):
+    from robust.models.classifier import build_registered_model
+    from robust.registry import get_registry
+
+    entry = get_registry().get("model", name)
+    model = build_registered_model(entry, {}, 10, (1, 28, 28))
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [*widths, 10]
+    assert linears[0].in_features == 28 * 28
+    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.Dropout)) for m in model.modules())
+    resolved = resolve_run_config("erm", dataset="tiny", model=name, flags={"epochs": 1})
+    assert resolved.config.model_name == entry.name
+
+
+def test_alt_resnet20_is_a_cifar_resnet20_with_option_a_shortcuts():
+    from robust.models.classifier import build_registered_model
+    from robust.registry import get_registry
+
+    model = build_registered_model(get_registry().get("model", "altResNet20Norm02"), {}, 10, (3, 32, 32))
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 19 and all(c.bias is None for c in convs)  # 1 stem + 9 blocks x 2, no 1x1 projections
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10) and model.feature_dim == 64

@@ -22,6 +22,33 @@ def register_dataset_transforms(register: Any) -> None:
     )
 
 
+MODELS = {  # name: (factory, config, the reference's name, description)
+    "small-mlp": ("small_mlp", "SmallMLPConfig", "MLP", "The study's small MLP: one hidden layer of 256."),
+    "mlp-v2": ("mlp_v2", "MLPv2Config", "MLPv2", "The study's MLPv2: two hidden layers of 256."),
+    "large-mlp": ("large_mlp", "LargeMLPConfig", "LargeMLP", "The study's LargeMLP: three hidden layers of 256."),
+    "large-mlp-v2": ("large_mlp_v2", "LargeMLPv2Config", "LargeMLPv2", "Three hidden layers of 512."),
+    "alt-resnet20": (
+        "alt_resnet20",
+        "CifarResNetConfig",
+        "altResNet20Norm02",
+        "The study's CIFAR ResNet-20 (option-A shortcuts, Kaiming init).",
+    ),
+}
+
+
+@hookimpl
+def register_models(register: Any) -> None:
+    for name, (factory, config, reference, description) in MODELS.items():
+        module = "robust.models.resnet_cifar" if config == "CifarResNetConfig" else "robust_rare.models"
+        register(
+            name,
+            f"robust_rare.models:{factory}",
+            config=f"{module}:{config}",
+            description=description,
+            aliases=(reference,),
+        )
+
+
 @hookimpl
 def resolve_dataset(name: str) -> tuple[str, dict[str, Any]] | None:
     """The reference's names, ``mnistv8-3-0-0`` = {dataset}{pattern}-{n}-{target}-{seed}."""
