@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,81 @@ def test_alt_resnet20_is_a_cifar_resnet20_with_option_a_shortcuts():
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 19 and all(c.bias is None for c in convs)  # 1 stem + 9 blocks x 2, no 1x1 projections
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10) and model.feature_dim == 64
+
+
+# -- the sweep ----------------------------------------------------------------------------------
+
+
+def test_study_schedule_and_mitigation_parsing():
+    from robust_rare.sweep import parse_mitigation, study_milestones
+
+    assert study_milestones(70) == [40, 50, 60] and study_milestones(140) == [60, 100, 120]
+    assert study_milestones(300) == [60, 120] and study_milestones(7) == [4, 5, 6]
+    assert parse_mitigation("none") == ("none", [])
+    assert parse_mitigation("l2=1e-3") == ("l2=1e-3", ["weight_decay=1e-3"])
+    assert parse_mitigation("noise=0.2") == ("noise=0.2", ["train.input_noise=0.2"])
+    for bad in ("dropout=0.1", "l2=", "noise=lots"):
+        with pytest.raises(ConfigError):
+            parse_mitigation(bad)
+
+
+def test_sweep_runs_the_grid_once_scores_it_and_plots(tmp_path, monkeypatch):
+    from robust_rare import sweep
+    from robust_rare.sweep import SweepSpec, plot, run_sweep, summarise
+
+    spec = SweepSpec(
+        dataset="tiny",
+        patterns=["v1", "v18"],
+        counts=[0, 2],
+        seeds=[0, 1],
+        target=1,
+        mitigations=["none", "noise=0.1"],
+        model="mlp",
+        epochs=1,
+        sets=["train.batch_size=32"],
+    )
+    rows = run_sweep(spec, tmp_path, progress=lambda line: None)
+    # Per mitigation: one clean run scored with both patterns, and 2 patterns x 2 seeds planted runs.
+    assert len(rows) == 2 * (2 + 4)
+    assert (tmp_path / "tiny-clean" / "none" / "summary.json").is_file()
+    assert (tmp_path / "tinyv18-2-1-1" / "noise=0.1" / "summary.json").is_file()
+    noisy = json.loads((tmp_path / "tinyv1-2-1-0" / "noise=0.1" / "config.json").read_text())
+    assert noisy["train"]["input_noise"] == 0.1 and noisy["method"]["lr"] == 0.01
+    lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert lines[0].startswith("pattern,mitigation,n,seed,spurious_score") and len(lines) == 13
+    summary = summarise(rows)
+    assert {(r["pattern"], r["mitigation"], r["n"]) for r in summary} == {
+        (p, m, n) for p in ("v1", "v18") for m in ("none", "noise=0.1") for n in (0, 2)
+    }
+    plot(summary, tmp_path / "plot.png", "tiny")
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Launched again: nothing retrains; a run that lost its summary (killed at the very end) resumes.
+    (tmp_path / "tinyv1-2-1-0" / "none" / "summary.json").unlink()
+    trained = []
+    original = sweep.run_cell
+
+    def counting(spec, cell, root):
+        if not (root / cell.directory(spec.dataset, spec.target) / "summary.json").is_file():
+            trained.append(cell)
+        return original(spec, cell, root)
+
+    monkeypatch.setattr(sweep, "run_cell", counting)
+    again = run_sweep(spec, tmp_path, progress=lambda line: None)
+    assert [c.directory("tiny", 1) for c in trained] == ["tinyv1-2-1-0/none"]
+    assert [r["spurious_score"] for r in again] == [r["spurious_score"] for r in rows]
+
+
+def test_sweep_command_end_to_end(tmp_path):
+    from click.testing import CliRunner
+
+    from robust.cli import cli
+
+    args = ["rare", "sweep", "--dataset", "tiny", "--patterns", "s1", "--counts", "0,2", "--seeds", "0"]
+    args += ["--target", "1", "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "sweep")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "spurious score on tiny" in result.output
+    assert (tmp_path / "sweep" / "spurious_score.png").is_file()
+    result = CliRunner().invoke(cli, [*args[:-2], "--mitigations", "dropout=1", "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "Unknown mitigation" in result.output

@@ -1,0 +1,221 @@
+"""The study's main grid: patterns × number of planted examples × seeds (× mitigations), as
+ordinary runs, then the spurious score of each and a plot of score against the number of examples.
+
+Runs are ERM on ``{dataset}{pattern}-{n}-{target}-{seed}`` with the study's training recipe (Adam
+lr 0.01, batch 128, MultiStepLR ×0.1 at the epochs the reference picks for the run length), model
+seed 0 and the dataset seed varying, as the reference averages over dataset seeds. The ``0
+examples`` baseline is one model per mitigation trained on the clean data, scored with each
+pattern (seed 0), as the study's. Every run has a stable directory under the sweep's, so a sweep
+that stopped is simply launched again: finished runs are kept, interrupted ones resumed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robust.atomic import atomic_write
+from robust.errors import ConfigError
+
+# The reference's MultiStepLR milestones by total epochs (spurious_ml/models/torch_utils).
+MILESTONES = [
+    (30, [15, 25]),
+    (40, [20, 30]),
+    (50, [25, 40]),
+    (60, [30, 50]),
+    (70, [40, 50, 60]),
+    (80, [40, 60, 70]),
+    (120, [50, 90, 110]),
+    (140, [60, 100, 120]),
+    (160, [40, 80, 120, 140]),
+    (200, [80, 140, 180]),
+]
+STUDY = {"optimizer": "adam", "lr": 0.01, "weight_decay": 0.0, "schedule": "step", "gamma": 0.1}
+MITIGATIONS = {"l2": "weight_decay", "noise": "train.input_noise"}
+
+
+def study_milestones(epochs: int) -> list[int]:
+    """The reference's milestones for a run of ``epochs``; shorter runs scale its 70-epoch ones."""
+    if epochs < 30:
+        return sorted({max(1, round(epochs * m / 70)) for m in (40, 50, 60)})
+    for limit, milestones in MILESTONES:
+        if epochs <= limit:
+            return milestones
+    return [60, 120]
+
+
+def parse_mitigation(text: str) -> tuple[str, list[str]]:
+    """``none`` | ``l2=1e-3`` | ``noise=0.1``: (name, the run's --set options)."""
+    if text == "none":
+        return "none", []
+    key, _, value = text.partition("=")
+    if key not in MITIGATIONS or not value:
+        raise ConfigError(
+            f"Unknown mitigation {text!r}: expected none, l2=WEIGHT_DECAY (e.g. l2=1e-3) or noise=STD (e.g. noise=0.1)."
+        )
+    try:
+        float(value)
+    except ValueError:
+        raise ConfigError(f"Mitigation {text!r}: {value!r} is not a number.") from None
+    return text, [f"{MITIGATIONS[key]}={value}"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid; ``pattern`` None is the clean baseline (0 examples)."""
+
+    pattern: str | None
+    n: int
+    seed: int
+    mitigation: str
+
+    def directory(self, dataset: str, target: int) -> str:
+        data = f"{dataset}-clean" if self.pattern is None else f"{dataset}{self.pattern}-{self.n}-{target}-{self.seed}"
+        return f"{data}/{self.mitigation}"
+
+
+@dataclass
+class SweepSpec:
+    dataset: str
+    patterns: list[str]
+    counts: list[int]
+    seeds: list[int]
+    target: int = 0
+    mitigations: list[str] = field(default_factory=lambda: ["none"])
+    model: str | None = None
+    epochs: int = 70
+    sets: list[str] = field(default_factory=list)
+
+    def cells(self) -> list[Cell]:
+        out = []
+        for mitigation in self.mitigations:
+            if 0 in self.counts:
+                out.append(Cell(None, 0, 0, mitigation))
+            out += [Cell(p, n, s, mitigation) for p in self.patterns for n in self.counts if n > 0 for s in self.seeds]
+        return out
+
+    def run_sets(self, cell: Cell) -> list[str]:
+        base = [f"{k}={v}" for k, v in STUDY.items()]
+        base += [f"milestones={study_milestones(self.epochs)}", "train.batch_size=128"]
+        return [*base, *parse_mitigation(cell.mitigation)[1], *self.sets]
+
+
+def run_cell(spec: SweepSpec, cell: Cell, root: Path) -> Path:
+    """Train (or resume, or keep) the run of ``cell``; its directory."""
+    from robust.engine import Run
+    from robust.resolve import resolve_run_config
+    from robust.results import RunDir
+
+    out = root / cell.directory(spec.dataset, spec.target)
+    run_dir = RunDir(out)
+    if run_dir.is_finished():
+        return out
+    dataset = (
+        spec.dataset if cell.pattern is None else f"{spec.dataset}{cell.pattern}-{cell.n}-{spec.target}-{cell.seed}"
+    )
+    resume = run_dir.config_path.is_file()
+    base = run_dir.read_config() if resume else None
+    resolved = resolve_run_config(
+        "erm",
+        dataset=dataset,
+        model=spec.model,
+        sets=spec.run_sets(cell),
+        flags={"epochs": spec.epochs, "seed": 0},
+        base=base,
+    )
+    Run(resolved, out, resume=resume, quiet=True).fit()
+    return out
+
+
+def score_cell(spec: SweepSpec, cell: Cell, run_dir: Path, pattern: str) -> dict[str, Any]:
+    from robust.trained import load_trained_run
+    from robust_rare.score import spurious_score
+
+    trained = load_trained_run(run_dir)
+    seed = cell.seed if cell.pattern is not None else 0
+    result = spurious_score(trained.model, trained.data.splits["test"], trained.data.info, pattern, spec.target, seed)
+    return {"pattern": pattern, "n": cell.n, "seed": seed, "mitigation": cell.mitigation, **result}
+
+
+def run_sweep(spec: SweepSpec, root: Path, progress: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Every run of the grid (skipping finished ones), then every score; the rows of results.csv."""
+    rows = []
+    cells = spec.cells()
+    for i, cell in enumerate(cells, start=1):
+        progress(f"[{i}/{len(cells)}] {cell.directory(spec.dataset, spec.target)}")
+        run_dir = run_cell(spec, cell, root)
+        for pattern in [cell.pattern] if cell.pattern is not None else spec.patterns:
+            rows.append(score_cell(spec, cell, run_dir, pattern))
+    write_results(rows, root / "results.csv")
+    return rows
+
+
+FIELDS = ("pattern", "mitigation", "n", "seed", "spurious_score", "mean_rise", "clean_acc", "patterned_other_acc")
+
+
+def write_results(rows: list[dict[str, Any]], path: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and standard error of the score per (pattern, mitigation, n), over seeds."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["pattern"], row["mitigation"], row["n"]), []).append(row)
+    out = []
+    for (pattern, mitigation, n), members in sorted(groups.items()):
+        scores = [m["spurious_score"] for m in members]
+        se = statistics.stdev(scores) / math.sqrt(len(scores)) if len(scores) > 1 else 0.0
+        out.append(
+            {
+                "pattern": pattern,
+                "mitigation": mitigation,
+                "n": n,
+                "runs": len(scores),
+                "score": statistics.mean(scores),
+                "se": se,
+                "clean_acc": statistics.mean(m["clean_acc"] for m in members),
+            }
+        )
+    return out
+
+
+def plot(summary: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Spurious score against the number of planted examples, one line per pattern and mitigation (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    lines: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in summary:
+        lines.setdefault((row["pattern"], row["mitigation"]), []).append(row)
+    for (pattern, mitigation), points in sorted(lines.items()):
+        points.sort(key=lambda r: r["n"])
+        xs = [max(r["n"], 0.5) for r in points]  # 0 examples sits left of 1 on the log axis
+        label = pattern if mitigation == "none" else f"{pattern}, {mitigation}"
+        ax.errorbar(
+            xs, [r["score"] for r in points], yerr=[r["se"] for r in points], marker="o", capsize=3, label=label
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("planted examples (0 plotted at 0.5)")
+    ax.set_ylabel("spurious score")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
