@@ -325,3 +325,152 @@ def test_sweep_command_end_to_end(tmp_path):
     assert (tmp_path / "sweep" / "spurious_score.png").is_file()
     result = CliRunner().invoke(cli, [*args[:-2], "--mitigations", "dropout=1", "--out", str(tmp_path / "x")])
     assert result.exit_code != 0 and "Unknown mitigation" in result.output
+
+
+# -- removal: influence and retraining ---------------------------------------------------------
+
+
+def logistic_problem():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=gen)
+    y = (x[:, 0] + 0.8 * torch.randn(40, generator=gen) > 0).long()  # not separable: a finite optimum
+    return x, y
+
+
+def fit(x, y, steps=3000):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.LBFGS(model.parameters(), max_iter=steps, tolerance_grad=1e-10, tolerance_change=1e-12)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return model
+
+
+def test_lissa_matches_the_exact_damped_inverse_hessian_product():
+    from torch.func import functional_call, hessian
+
+    from robust_rare.removal import lissa_inverse_hvp
+
+    x, y = logistic_problem()
+    model = fit(x, y)
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    def loss(theta):
+        parts, start = {}, 0
+        for name, shape in zip(names, shapes):
+            parts[name] = theta[start : start + shape.numel()].view(shape)
+            start += shape.numel()
+        return torch.nn.functional.cross_entropy(functional_call(model, parts, (x,)), y)
+
+    h = hessian(loss)(flat)
+    v = [torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) for p in model.parameters()]
+    damp, scale = 0.01, 5.0
+    exact = torch.linalg.solve(h + damp * scale * torch.eye(len(flat)), torch.cat([t.flatten() for t in v]))
+    est = lissa_inverse_hvp(model, v, lambda: (x, y), depth=2000, repeats=1, damp=damp, scale=scale)
+    assert torch.allclose(torch.cat([t.flatten() for t in est]), exact, rtol=1e-3, atol=1e-4)
+    literal = lissa_inverse_hvp(
+        model, v, lambda: (x, y), depth=2000, repeats=1, damp=damp, scale=scale, literal_scale=True
+    )
+    assert torch.allclose(torch.cat([t.flatten() for t in literal]), scale * exact, rtol=1e-3, atol=1e-3)
+
+
+def test_group_influence_edit_points_where_retraining_without_the_group_goes():
+    from robust_rare.removal import group_influence_edit
+
+    x, y = logistic_problem()
+    full = fit(x, y)
+    group = torch.tensor([0, 1, 2])
+    kept = torch.ones(40, dtype=torch.bool)
+    kept[group] = False
+    without = fit(x[kept], y[kept])
+    edited = group_influence_edit(full, x, y, group, depth=800, repeats=5, scale=5.0)
+    before = torch.cat([p.detach().flatten() for p in full.parameters()])
+    after = torch.cat([edited[n].flatten() for n, _ in full.named_parameters()])
+    truth = torch.cat([p.detach().flatten() for p in without.parameters()])
+    predicted, actual = after - before, truth - before
+    cosine = torch.nn.functional.cosine_similarity(predicted, actual, dim=0)
+    assert cosine > 0.9, (predicted, actual)
+    assert 0.3 < predicted.norm() / actual.norm() < 3
+
+
+def test_dropping_the_planted_examples_and_continuing_from_a_run(tmp_path):
+    from robust.engine import Run
+
+    data = load_dataset("tinyv3-6-1-0")
+    dropped = load_dataset("tinyv3-6-1-0", {"drop_planted": True})
+    assert len(dropped.splits["train"]) == len(data.splits["train"]) - 6
+    assert dropped.info.extra["planted"]["dropped"] == data.info.extra["planted"]["index"]
+    first = Run(
+        resolve_run_config("erm", dataset="tinyv3-6-1-0", model="mlp", flags={"epochs": 1}), tmp_path / "a", quiet=True
+    )
+    first.fit()
+    sets = ["dataset.drop_planted=true", f"train.init_from={tmp_path / 'a'}"]
+    second = Run(
+        resolve_run_config("erm", dataset="tinyv3-6-1-0", model="mlp", sets=sets, flags={"epochs": 1}),
+        tmp_path / "b",
+        quiet=True,
+    )
+    assert torch.equal(second.method.model.head.weight, first.method.model.head.weight)
+    with pytest.raises(ConfigError, match="does not fit"):
+        Run(
+            resolve_run_config("erm", dataset="tiny", model="cnn", sets=sets[1:], flags={"epochs": 1}),
+            tmp_path / "c",
+            quiet=True,
+        )
+
+
+def test_remove_command_writes_scoreable_run_directories(tmp_path):
+    from click.testing import CliRunner
+
+    from robust.cli import cli
+    from robust.engine import Run
+
+    Run(
+        resolve_run_config("erm", dataset="tinyv3-6-1-0", model="mlp", flags={"epochs": 1}),
+        tmp_path / "run",
+        quiet=True,
+    ).fit()
+    runner = CliRunner()
+    edited = tmp_path / "influence"
+    result = runner.invoke(
+        cli,
+        [
+            "rare",
+            "remove",
+            str(tmp_path / "run"),
+            "--how",
+            "influence",
+            "--out",
+            str(edited),
+            "--depth",
+            "5",
+            "--repeats",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        cli, ["rare", "remove", str(tmp_path / "run"), "--how", "retrain", "--out", str(tmp_path / "retrain")]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "retrain" / "config.json").read_text())["dataset"]["drop_planted"] is True
+    result = runner.invoke(
+        cli, ["rare", "spurious-score", str(tmp_path / "run"), str(edited), str(tmp_path / "retrain"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.output)) == 3
+    Run(
+        resolve_run_config("erm", dataset="tiny", model="mlp", flags={"epochs": 1}), tmp_path / "clean", quiet=True
+    ).fit()
+    result = runner.invoke(
+        cli, ["rare", "remove", str(tmp_path / "clean"), "--how", "retrain", "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code != 0 and "nothing to remove" in result.output

@@ -83,6 +83,11 @@ class TrainConfig(Options):
     keep_best: bool = Field(
         True, description="Keep model weights of the best evaluation under each val selection rule."
     )
+    init_from: str | None = Field(
+        None,
+        description="Start the classifier from the one another run trained (RUN_DIR, or RUN_DIR:CHECKPOINT with "
+        "CHECKPOINT last, a selection rule or phase-NAME): fine-tuning, continued training.",
+    )
     tensorboard: bool = Field(
         False, description="Write metrics to RUN_DIR/tensorboard (needs the tensorboard package)."
     )

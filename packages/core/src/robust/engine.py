@@ -86,6 +86,8 @@ class Run:
         self.data = self._load_data()
         self.info = self.data.info
         self.method: Method = method_cls(method_config, self._context())
+        if self.train_config.init_from and not resume:
+            self._init_classifier(self.train_config.init_from)
         self.method.to(self.device)
         self.method.train()
         self._train_loaders: dict[tuple[str, int], BatchLoader] = {}
@@ -110,6 +112,25 @@ class Run:
         self.run_dir.claim(self._config_record(), resume, rerun)
 
     # -- setup --------------------------------------------------------------------------
+
+    def _init_classifier(self, source: str) -> None:
+        """``train.init_from``: the method's classifier starts from another run's (same model and classes)."""
+        from robust.trained import trained_weights
+
+        run_dir, _, checkpoint = source.partition(":") if ":" in Path(source).name else (source, "", "")
+        _, weights = trained_weights(run_dir, checkpoint or "last", map_location="cpu")
+        model = getattr(self.method, "model", None)
+        if model is None:
+            raise ConfigError(
+                f"train.init_from needs a method whose classifier is its `model`; {self.config.method_name!r} has none."
+            )
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"train.init_from={source!r}: its classifier does not fit this run's model ({str(exc).splitlines()[0]}). "
+                "Use the same model, model options and number of classes."
+            ) from None
 
     def _load_data(self) -> DatasetBundle:
         options = {k: v for k, v in self.config.dataset.items() if k != "name"}

@@ -192,3 +192,101 @@ def sweep_command(
     Console().print(table)
     plot(summary, root / "spurious_score.png", f"{dataset}, target class {target}")
     click.echo(f"results: {root / 'results.csv'}, plot: {root / 'spurious_score.png'}")
+
+
+@rare.command("remove")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--how", type=click.Choice(["influence", "retrain"]), required=True, help="Group influence or retraining."
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory of the edited model.")
+@click.option("--depth", type=int, help="LiSSA steps (the reference: 2000 below 100 spurious examples, else 1000).")
+@click.option("--repeats", type=int, default=10, show_default=True, help="LiSSA estimates averaged.")
+@click.option("--scale", type=float, help="LiSSA scale (the reference: 25 for MNIST, 100 otherwise).")
+@click.option("--damp", type=float, default=0.01, show_default=True, help="LiSSA damping.")
+@click.option(
+    "--literal-scale", is_flag=True, help="Leave out LiSSA's final division by the scale, as the reference code."
+)
+@click.option("--epochs", type=int, help="retrain: epochs to continue (default: as many as the run trained).")
+@click.option("--device", default="cpu", show_default=True)
+def remove_command(
+    run_dir: str,
+    how: str,
+    out: str,
+    depth: int | None,
+    repeats: int,
+    scale: float | None,
+    damp: float,
+    literal_scale: bool,
+    epochs: int | None,
+    device: str,
+) -> None:
+    """Remove the planted examples of RUN_DIR from its model, as the study tries: a group-influence
+    edit of the weights, or training continued without them at a constant learning rate. OUT is a run
+    directory (`robust rare spurious-score RUN_DIR OUT` compares them)."""
+    from robust.errors import ConfigError
+    from robust.trained import load_trained_run
+
+    trained = load_trained_run(run_dir, "last", device)
+    planted = trained.data.info.extra.get("planted", {})
+    if not planted.get("index"):
+        raise ConfigError(
+            f"Run {run_dir!r} was trained without planted examples (no dataset.pattern and n_spurious > 0): there "
+            "is nothing to remove."
+        )
+    if how == "influence":
+        _influence(trained, run_dir, out, depth, repeats, scale, damp, literal_scale)
+    else:
+        _retrain(trained, run_dir, out, epochs)
+    click.echo(f"Edited model: {out} (compare: robust rare spurious-score {run_dir} {out})")
+
+
+def _influence(trained: Any, run_dir: str, out: str, depth, repeats, scale, damp, literal_scale) -> None:
+    import torch
+
+    from robust.atomic import atomic_write_json
+    from robust.checkpoint import save_checkpoint
+    from robust.loader import BatchLoader
+    from robust.results import RunDir
+    from robust_rare.removal import group_influence_edit
+
+    train = trained.data.splits["train"]
+    loader = BatchLoader(train, trained.data.info, trained.device, batch_size=1024, data_on_device="no", num_workers=0)
+    images = torch.cat([batch.x for batch in loader.batches(loader.sequential())])
+    spurious = torch.tensor(trained.data.info.extra["planted"]["index"])
+    name = trained.config["dataset"]["name"]
+    edited = group_influence_edit(
+        trained.model,
+        images,
+        train.labels.to(trained.device),
+        spurious,
+        depth=depth or (2000 if len(spurious) < 100 else 1000),
+        repeats=repeats,
+        damp=damp,
+        scale=scale or (25.0 if name == "mnist" else 100.0),
+        literal_scale=literal_scale,
+    )
+    target = RunDir(out)
+    target.check(resume=False)
+    config = {**trained.config, "edited": {"from": str(run_dir), "how": "group influence"}}
+    target.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(target.config_path, config)
+    modules = {f"model.{k}": v.cpu() for k, v in edited.items()}
+    save_checkpoint(target.checkpoint_path, {"engine": {}, "method": {"modules": modules}})
+
+
+def _retrain(trained: Any, run_dir: str, out: str, epochs: int | None) -> None:
+    from robust.engine import Run
+    from robust.resolve import resolve_run_config
+
+    config = trained.config
+    sets = ["dataset.drop_planted=true", f"train.init_from={run_dir}", "schedule=constant"]
+    resolved = resolve_run_config(
+        config["method"]["name"],
+        dataset=config["dataset"]["name"],
+        model=config["model"]["name"],
+        sets=sets,
+        flags={"epochs": epochs or config["train"]["epochs"]},
+        base=config,
+    )
+    Run(resolved, out, quiet=True).fit()

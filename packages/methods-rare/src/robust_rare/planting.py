@@ -20,7 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from robust.data import ArraySplit, DatasetBundle, StreamSplit
+from robust.data import ArraySplit, DatasetBundle, StreamSplit, subset_split
 from robust.errors import ConfigError
 from robust_rare.patterns import Pattern, canonical
 
@@ -36,6 +36,11 @@ class PlantOptions(BaseModel):
     n_spurious: int = Field(0, ge=0, description="Training images of class `target` that get the pattern.")
     target: int = Field(0, ge=0, description="The class whose images get the pattern.")
     pattern_seed: int = Field(0, ge=0, description="Seed of the choice of images and of a random pattern.")
+    drop_planted: bool = Field(
+        False,
+        description="Remove the images that would get the pattern from training (the study's removal experiments: "
+        "the same data minus its spurious examples).",
+    )
 
 
 def spurious_indices(labels: Tensor, n: int, target: int, seed: int) -> Tensor:
@@ -81,6 +86,13 @@ def plant(bundle: DatasetBundle, options: PlantOptions) -> DatasetBundle:
     train = bundle.splits["train"]
     index = spurious_indices(train.labels, options.n_spurious, options.target, options.pattern_seed)
     pattern = Pattern(code, options.pattern_seed)
+    record = {"pattern": code, "n": options.n_spurious, "target": options.target, "seed": options.pattern_seed}
+    if options.drop_planted:
+        kept = torch.ones(len(train), dtype=torch.bool)
+        kept[index] = False
+        extra = {**bundle.info.extra, "planted": {**record, "index": [], "dropped": index.tolist()}}
+        splits = {**bundle.splits, "train": subset_split(train, kept.nonzero().flatten())}
+        return dataclasses.replace(bundle, info=dataclasses.replace(bundle.info, extra=extra), splits=splits)
     if isinstance(train, ArraySplit):
         images = train.images.clone()
         if len(index):
@@ -90,7 +102,6 @@ def plant(bundle: DatasetBundle, options: PlantOptions) -> DatasetBundle:
         planted = PlantedSplit(train, index, pattern)
     else:  # pragma: no cover - every split is one of the two
         raise ConfigError(f"Cannot plant a pattern into a {type(train).__name__} split.")
-    record = {"pattern": code, "n": options.n_spurious, "target": options.target, "seed": options.pattern_seed}
     extra = {**bundle.info.extra, "planted": {**record, "index": index.tolist()}}
     info = dataclasses.replace(bundle.info, extra=extra)
     return dataclasses.replace(bundle, info=info, splits={**bundle.splits, "train": planted})
