@@ -365,7 +365,7 @@ def test_lissa_matches_the_exact_damped_inverse_hessian_product():
 
     def loss(theta):
         parts, start = {}, 0
-        for name, shape in zip(names, shapes):
+        for name, shape in zip(names, shapes, strict=True):
             parts[name] = theta[start : start + shape.numel()].view(shape)
             start += shape.numel()
         return torch.nn.functional.cross_entropy(functional_call(model, parts, (x,)), y)
