@@ -474,3 +474,59 @@ def test_remove_command_writes_scoreable_run_directories(tmp_path):
         cli, ["rare", "remove", str(tmp_path / "clean"), "--how", "retrain", "--out", str(tmp_path / "x")]
     )
     assert result.exit_code != 0 and "nothing to remove" in result.output
+
+
+# -- membership inference -----------------------------------------------------------------------
+
+
+def test_membership_halves_are_disjoint_and_cover_the_data():
+    from robust_rare.membership import halves
+
+    target, shadow = halves(11, 3)
+    assert len(target) == 5 and len(shadow) == 6
+    assert sorted(torch.cat([target, shadow]).tolist()) == list(range(11))
+    whole = load_dataset("tiny")
+    a, b = load_dataset("tiny", {"membership_half": "target"}), load_dataset("tiny", {"membership_half": "shadow"})
+    assert len(a.splits["train"]) + len(b.splits["train"]) == len(whole.splits["train"])
+    assert len(a.splits["test"]) + len(b.splits["test"]) == len(whole.splits["test"])
+    assert len(a.splits["val"]) == len(whole.splits["val"])
+    planted = load_dataset("tinyv1-4-1-0", {"membership_half": "target"})
+    index = planted.info.extra["planted"]["index"]
+    assert len(index) == 4 and max(index) < len(planted.splits["train"])  # planted inside the target half
+
+
+def test_attack_features_and_a_separable_attack():
+    from robust_rare.membership import attack_features, evaluate_attack, fit_attack
+
+    logits = torch.tensor([[3.0, -1.0, 0.5], [0.1, 0.2, 0.0]])
+    features = attack_features(logits, torch.tensor([0, 0]))
+    assert features.flatten().tolist() == pytest.approx([-1.0, 0.5, 3.0, 1.0, 0.0, 0.1, 0.2, 0.0])
+    gen = torch.Generator().manual_seed(0)
+    confident = attack_features(
+        torch.randn(60, 3, generator=gen) * 0.1 + torch.tensor([6.0, 0, 0]), torch.zeros(60, dtype=torch.long)
+    )
+    unsure = attack_features(torch.randn(60, 3, generator=gen), torch.randint(0, 3, (60,), generator=gen))
+    attack = fit_attack(confident, unsure)
+    result = evaluate_attack(attack, confident, unsure, confident[:5])
+    assert result["attack_acc"] > 0.9 and result["spurious_member_recall"] == 1.0
+
+
+def test_membership_command_end_to_end_and_a_wrong_run(tmp_path):
+    from click.testing import CliRunner
+
+    from robust.cli import cli
+    from robust.engine import Run
+
+    for name, dataset in (("target", "tinyv3-6-1-0"), ("shadow", "tiny")):
+        resolved = resolve_run_config(
+            "erm", dataset=dataset, model="mlp", sets=[f"dataset.membership_half={name}"], flags={"epochs": 3}
+        )
+        Run(resolved, tmp_path / name, quiet=True).fit()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["rare", "membership", str(tmp_path / "target"), str(tmp_path / "shadow"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["planted"] == 6 and 0 <= report["attack_acc"] <= 1 and 0 <= report["spurious_member_recall"] <= 1
+    assert (tmp_path / "target" / "membership.json").is_file()
+    result = runner.invoke(cli, ["rare", "membership", str(tmp_path / "shadow"), str(tmp_path / "target")])
+    assert result.exit_code != 0 and "membership_half=target" in result.output

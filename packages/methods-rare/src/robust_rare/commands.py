@@ -290,3 +290,62 @@ def _retrain(trained: Any, run_dir: str, out: str, epochs: int | None) -> None:
         base=config,
     )
     Run(resolved, out, quiet=True).fit()
+
+
+@rare.command("membership")
+@click.argument("target_run", type=click.Path(file_okay=False))
+@click.argument("shadow_run", type=click.Path(file_okay=False))
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def membership_command(target_run: str, shadow_run: str, device: str, as_json: bool) -> None:
+    """Membership inference on TARGET_RUN's planted examples with an attack learnt on SHADOW_RUN.
+
+    Train both on the two halves of one dataset: TARGET_RUN with --set dataset.membership_half=target
+    (and the pattern), SHADOW_RUN with --set dataset.membership_half=shadow (no pattern), same recipe."""
+    from robust.atomic import atomic_write_json
+    from robust.errors import ConfigError
+    from robust.trained import load_trained_run
+    from robust_rare.membership import attack_features, evaluate_attack, fit_attack
+    from robust_rare.score import logits
+
+    runs = {
+        name: load_trained_run(path, "last", device) for name, path in (("target", target_run), ("shadow", shadow_run))
+    }
+    for name, trained in runs.items():
+        half = trained.config["dataset"].get("membership_half")
+        if half != name:
+            raise ConfigError(
+                f"The {name} run {(target_run if name == 'target' else shadow_run)!r} was trained on "
+                f"{'the whole data' if half is None else 'the ' + half + ' half'}; train it with --set "
+                f"dataset.membership_half={name} (the same membership_seed for both)."
+            )
+    features = {}
+    for name, trained in runs.items():
+        for split in ("train", "test"):
+            data = trained.data.splits[split]
+            out = logits(trained.model, data, trained.data.info, trained.device)
+            features[name, split] = attack_features(out, data.labels.to(out.device))
+    attack = fit_attack(features["shadow", "train"], features["shadow", "test"])
+    index = runs["target"].data.info.extra.get("planted", {}).get("index", [])
+    spurious = features["target", "train"][index] if index else features["target", "train"][:0]
+    result = evaluate_attack(attack, features["target", "train"], features["target", "test"], spurious)
+    result.update(target=str(target_run), shadow=str(shadow_run), planted=len(index))
+    atomic_write_json(Path(target_run) / "membership.json", result)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="membership inference (attack learnt on the shadow model)")
+    for col in ("target run", "planted", "attack acc", "members flagged", "planted examples flagged"):
+        table.add_column(col, justify="left" if col == "target run" else "right")
+    flagged = result.get("spurious_member_recall")
+    table.add_row(
+        str(target_run),
+        str(len(index)),
+        f"{100 * result['attack_acc']:.1f} %",
+        f"{100 * result['member_recall']:.1f} %",
+        "-" if flagged is None else f"{100 * flagged:.1f} %",
+    )
+    Console().print(table)

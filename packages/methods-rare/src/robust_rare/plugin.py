@@ -20,6 +20,14 @@ def register_dataset_transforms(register: Any) -> None:
         "class, on any image dataset: dataset.pattern, dataset.n_spurious, dataset.target, dataset.pattern_seed.",
         paper=RARE_PAPER,
     )
+    register(
+        "membership",
+        "robust_rare.membership:split_halves",
+        config="robust_rare.membership:MembershipOptions",
+        description="Keep one of two disjoint halves of the training and test splits (target or shadow model of "
+        "membership inference): dataset.membership_half, dataset.membership_seed.",
+        paper=RARE_PAPER,
+    )
 
 
 MODELS = {  # name: (factory, config, the reference's name, description)

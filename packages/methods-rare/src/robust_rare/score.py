@@ -37,11 +37,16 @@ def patterned(split: Split, pattern: Pattern) -> Split:
 
 
 @torch.no_grad()
-def probabilities(model: torch.nn.Module, split: Split, info: DatasetInfo, device: torch.device) -> Tensor:
-    """Softmax of ``model`` on every image of ``split``, in order, normalised as training was."""
+def logits(model: torch.nn.Module, split: Split, info: DatasetInfo, device: torch.device) -> Tensor:
+    """Logits of ``model`` on every image of ``split``, in order, normalised as training was."""
     loader = BatchLoader(split, info, device, batch_size=512, data_on_device="no", num_workers=0)
     model.eval()
-    return torch.cat([model(batch.x).float().softmax(dim=1) for batch in loader.batches(loader.sequential())])
+    return torch.cat([model(batch.x).float() for batch in loader.batches(loader.sequential())])
+
+
+def probabilities(model: torch.nn.Module, split: Split, info: DatasetInfo, device: torch.device) -> Tensor:
+    """Softmax of :func:`logits`."""
+    return logits(model, split, info, device).softmax(dim=1)
 
 
 def spurious_score(
