@@ -530,3 +530,30 @@ def test_membership_command_end_to_end_and_a_wrong_run(tmp_path):
     assert (tmp_path / "target" / "membership.json").is_file()
     result = runner.invoke(cli, ["rare", "membership", str(tmp_path / "shadow"), str(tmp_path / "target")])
     assert result.exit_code != 0 and "membership_half=target" in result.output
+
+
+# -- the real datasets' layouts -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "folder", "pattern"),
+    [("mnistv8-3-0-0", "MNIST", "v8"), ("fashionv20-3-1-2", "FashionMNIST", "v20"), ("cifar10v30-3-2-1", None, "v30")],
+)
+def test_planting_on_mnist_fashion_and_cifar10_files(tmp_path, name, folder, pattern):
+    from ..datasets.test_cifar import write_cifar10
+    from ..datasets.test_mnist import write_mnist
+
+    if folder is None:
+        write_cifar10(tmp_path / "cifar-10-batches-py")
+    else:
+        write_mnist(tmp_path / folder)
+    options = {"n_val": 5} if folder else {"val_size": 50}
+    clean_name = {"MNIST": "mnist", "FashionMNIST": "fashion-mnist", None: "cifar10"}[folder]
+    data = load_dataset(name, options, root=tmp_path)
+    clean = load_dataset(clean_name, options, root=tmp_path)
+    planted = data.info.extra["planted"]
+    assert planted["pattern"] == pattern and len(planted["index"]) == 3
+    before, after = clean.splits["train"], data.splits["train"]
+    changed = (after.images != before.images).flatten(1).any(dim=1).nonzero().flatten().tolist()
+    assert set(changed) <= set(planted["index"]) and changed  # only the planted images, at least one changed
+    assert (before.labels[planted["index"]] == planted["target"]).all()
