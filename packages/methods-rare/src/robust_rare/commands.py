@@ -338,14 +338,19 @@ def membership_command(target_run: str, shadow_run: str, device: str, as_json: b
     from rich.table import Table
 
     table = Table(title="membership inference (attack learnt on the shadow model)")
-    for col in ("target run", "planted", "attack acc", "members flagged", "planted examples flagged"):
+    columns = ("target run", "planted", "attack acc", "members flagged", "planted flagged", "P(member): members")
+    for col in (*columns, "planted", "non-members"):
         table.add_column(col, justify="left" if col == "target run" else "right")
     flagged = result.get("spurious_member_recall")
+    score = result.get("spurious_member_score")
     table.add_row(
         str(target_run),
         str(len(index)),
         f"{100 * result['attack_acc']:.1f} %",
         f"{100 * result['member_recall']:.1f} %",
         "-" if flagged is None else f"{100 * flagged:.1f} %",
+        f"{result['member_score']:.3f}",
+        "-" if score is None else f"{score:.3f}",
+        f"{result['non_member_score']:.3f}",
     )
     Console().print(table)

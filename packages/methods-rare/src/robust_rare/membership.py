@@ -77,14 +77,19 @@ def fit_attack(member: np.ndarray, non_member: np.ndarray, seed: int = 0) -> Any
 
 
 def evaluate_attack(attack: Any, member: np.ndarray, non_member: np.ndarray, spurious: np.ndarray) -> dict[str, float]:
-    """Attack accuracy on members and non-members together, and on the spurious members alone."""
+    """Attack accuracy on members and non-members together, the share of members (and of the spurious
+    members) flagged, and the mean membership probability the attack gives each."""
     predicted_in = attack.predict(member)
     predicted_out = attack.predict(non_member)
     correct = (predicted_in == 1).sum() + (predicted_out == 0).sum()
     result = {
         "attack_acc": float(correct / (len(member) + len(non_member))),
         "member_recall": float((predicted_in == 1).mean()),
+        # The attack's membership probability: graded where nearly every member is flagged.
+        "member_score": float(attack.predict_proba(member)[:, 1].mean()),
+        "non_member_score": float(attack.predict_proba(non_member)[:, 1].mean()),
     }
     if len(spurious):
         result["spurious_member_recall"] = float((attack.predict(spurious) == 1).mean())
+        result["spurious_member_score"] = float(attack.predict_proba(spurious)[:, 1].mean())
     return result
