@@ -253,7 +253,18 @@ def test_alt_resnet20_is_a_cifar_resnet20_with_option_a_shortcuts():
 
 
 def test_study_schedule_and_mitigation_parsing():
-    from robust_rare.sweep import parse_mitigation, study_milestones
+    from robust_rare.sweep import expand_mitigations, parse_mitigation, study_milestones
+
+    assert expand_mitigations(["none", "l2-grid"]) == [
+        "none",
+        "l2=1e-5",
+        "l2=1e-4",
+        "l2=1e-3",
+        "l2=1e-2",
+        "l2=5e-2",
+        "l2=1e-1",
+    ]
+    assert len(expand_mitigations(["noise-grid", "noise=0.1"])) == 7
 
     assert study_milestones(70) == [40, 50, 60] and study_milestones(140) == [60, 100, 120]
     assert study_milestones(300) == [60, 120] and study_milestones(7) == [4, 5, 6]

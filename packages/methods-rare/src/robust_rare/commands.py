@@ -136,7 +136,8 @@ def _csv(kind: type, text: str, what: str) -> list[Any]:
     "--mitigations",
     default="none",
     show_default=True,
-    help="Comma-separated: none, l2=WEIGHT_DECAY, noise=STD (Gaussian input noise, [0, 1] pixel units).",
+    help="Comma-separated: none, l2=WEIGHT_DECAY, noise=STD (Gaussian input noise, [0, 1] pixel units), or the "
+    "study's grids l2-grid, noise-grid (MNIST/Fashion), l2-grid-cifar, noise-grid-cifar.",
 )
 @click.option("--model", "-m", help="Model (default: the dataset's; the study: LargeMLP, altResNet20Norm02).")
 @click.option("--epochs", type=int, default=70, show_default=True, help="Epochs of every run (the study: 70).")
@@ -160,7 +161,7 @@ def sweep_command(
     from rich.table import Table
 
     from robust_rare.patterns import canonical
-    from robust_rare.sweep import SweepSpec, parse_mitigation, plot, run_sweep, summarise
+    from robust_rare.sweep import SweepSpec, expand_mitigations, parse_mitigation, plot, run_sweep, summarise
 
     spec = SweepSpec(
         dataset=dataset,
@@ -168,7 +169,7 @@ def sweep_command(
         counts=sorted(set(_csv(int, counts, "integers"))),
         seeds=_csv(int, seeds, "integers"),
         target=target,
-        mitigations=[parse_mitigation(m)[0] for m in _csv(str, mitigations, "mitigations")],
+        mitigations=[parse_mitigation(m)[0] for m in expand_mitigations(_csv(str, mitigations, "mitigations"))],
         model=model,
         epochs=epochs,
         sets=list(sets),

@@ -50,6 +50,23 @@ def study_milestones(epochs: int) -> list[int]:
     return [60, 120]
 
 
+# The study's grids (notebooks/regularization.ipynb), MNIST / Fashion-MNIST and CIFAR-10.
+GRIDS = {
+    "l2-grid": [f"l2={v}" for v in ("1e-5", "1e-4", "1e-3", "1e-2", "5e-2", "1e-1")],
+    "noise-grid": [f"noise={v}" for v in ("0.05", "0.1", "0.2", "0.5", "0.75", "1.0", "5.0")],
+    "l2-grid-cifar": [f"l2={v}" for v in ("1e-6", "1e-5", "1e-4", "1e-3", "1e-2")],
+    "noise-grid-cifar": [f"noise={v}" for v in ("0.1", "0.2", "0.5", "1.0", "2.0")],
+}
+
+
+def expand_mitigations(names: list[str]) -> list[str]:
+    """``l2-grid`` and friends expanded to the study's values; others as given."""
+    out: list[str] = []
+    for name in names:
+        out += GRIDS.get(name, [name])
+    return list(dict.fromkeys(out))
+
+
 def parse_mitigation(text: str) -> tuple[str, list[str]]:
     """``none`` | ``l2=1e-3`` | ``noise=0.1``: (name, the run's --set options)."""
     if text == "none":
