@@ -430,6 +430,13 @@ def test_dropping_the_planted_examples_and_continuing_from_a_run(tmp_path):
         quiet=True,
     )
     assert torch.equal(second.method.model.head.weight, first.method.model.head.weight)
+    sets[1] = f"train.init_from={tmp_path / 'a'}:last"  # RUN_DIR:CHECKPOINT
+    third = Run(
+        resolve_run_config("erm", dataset="tinyv3-6-1-0", model="mlp", sets=sets, flags={"epochs": 1}),
+        tmp_path / "d",
+        quiet=True,
+    )
+    assert torch.equal(third.method.model.head.weight, first.method.model.head.weight)
     with pytest.raises(ConfigError, match="does not fit"):
         Run(
             resolve_run_config("erm", dataset="tiny", model="cnn", sets=sets[1:], flags={"epochs": 1}),

@@ -117,7 +117,7 @@ class Run:
         """``train.init_from``: the method's classifier starts from another run's (same model and classes)."""
         from robust.trained import trained_weights
 
-        run_dir, _, checkpoint = source.partition(":") if ":" in Path(source).name else (source, "", "")
+        run_dir, _, checkpoint = source.rpartition(":") if ":" in Path(source).name else (source, "", "")
         _, weights = trained_weights(run_dir, checkpoint or "last", map_location="cpu")
         model = getattr(self.method, "model", None)
         if model is None:
