@@ -66,7 +66,8 @@ def find_summaries(paths: list[str | Path]) -> list[tuple[Path, dict[str, Any]]]
 
 @dataclass
 class Row:
-    """One (method, dataset, model) cell: a list of values per metric, one per seed."""
+    """One (method, dataset, model) cell: a list of values per metric, one per seed. ``hyper`` names the
+    hyperparameters chosen among ``candidates`` configurations (a sweep), or is empty."""
 
     method: str
     dataset: str
@@ -74,6 +75,9 @@ class Row:
     selection: str
     seeds: list[int] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    hyper: str = ""
+    candidates: int = 1
+    selected_by: str = ""
 
     def mean_std(self, metric: str) -> tuple[float, float] | None:
         values = self.values.get(metric)
@@ -82,20 +86,71 @@ class Row:
         return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+IGNORED = {"seed", "versions", "plugins", "data_root", "device"}
+
+
+def _flat_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.json flattened (``method.lr``...), without what does not define the experiment."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return {}
+    config = json.loads(path.read_text(encoding="utf-8"))
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in IGNORED:
+            continue
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": json.dumps(v, sort_keys=True) for k, v in value.items()})
+        else:
+            flat[key] = json.dumps(value, sort_keys=True)
+    return flat
+
+
 def aggregate(summaries: list[tuple[Path, dict[str, Any]]], selection: str | None = None) -> list[Row]:
-    """Group runs by method, dataset and model; collect each metric under the chosen selection rule."""
-    rows: dict[tuple[str, str, str], Row] = {}
-    for _, summary in summaries:
+    """Group runs by method, dataset and model; collect each metric under the chosen selection rule.
+
+    Where runs of one method, dataset and model differ in configuration beyond the seed (a sweep),
+    the configuration is chosen as DomainBed and SubpopBench do: the best mean over seeds of the
+    validation worst-group accuracy when the validation groups are known, of the validation average
+    accuracy when not; its test metrics are reported.
+    """
+    groups: dict[tuple[str, str, str], dict[str, Row]] = defaultdict(dict)
+    configs: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for run_dir, summary in summaries:
         rule = selection or summary.get("default_selection", "last")
         chosen = summary.get("selection", {}).get(rule)
         if chosen is None:
             continue
         key = (summary["method"], summary["dataset"], summary.get("model", ""))
-        row = rows.setdefault(key, Row(*key, selection=rule))
+        flat = _flat_config(run_dir)
+        hp = json.dumps(flat, sort_keys=True)
+        configs[key][hp] = flat
+        row = groups[key].setdefault(hp, Row(*key, selection=rule))
         row.seeds.append(summary.get("seed", 0))
         for metric, value in chosen["metrics"].items():
             row.values[metric].append(float(value))
-    return [rows[k] for k in sorted(rows)]
+        if summary.get("protocol", {}).get("val_group_labels"):
+            row.selected_by = "val/worst_group_acc"
+    rows = []
+    for key in sorted(groups):
+        candidates = groups[key]
+        if len(candidates) == 1:
+            rows.append(next(iter(candidates.values())))
+            continue
+        best_hp, best = max(candidates.items(), key=lambda item: _validation_score(item[1]))
+        options = configs[key]
+        differing = sorted(k for k in options[best_hp] if len({c.get(k) for c in options.values()}) > 1)
+        best.hyper = ", ".join(f"{k.removeprefix('method.')}={json.loads(options[best_hp][k])}" for k in differing)
+        best.candidates = len(candidates)
+        best.selected_by = best.selected_by or "val/avg_acc"
+        rows.append(best)
+    return rows
+
+
+def _validation_score(row: Row) -> float:
+    metric = row.selected_by or "val/avg_acc"
+    values = row.values.get(metric) or row.values.get("val/avg_acc") or [float("-inf")]
+    return statistics.fmean(values)
 
 
 def pick_metrics(rows: list[Row], requested: tuple[str, ...] | list[str] = ()) -> list[str]:
@@ -114,7 +169,8 @@ def _cell(row: Row, metric: str) -> str:
 
 def render(rows: list[Row], metrics: list[str], fmt: str) -> str | Table:
     """Rows as a rich Table, Markdown, CSV or JSON (accuracies in percent for humans, fractions in CSV/JSON)."""
-    header = ["method", "dataset", "model", "selection", "n", *metrics]
+    swept = any(r.candidates > 1 for r in rows)
+    header = ["method", "dataset", "model", "selection", "n", *(["hyperparameters"] if swept else []), *metrics]
     if fmt == "json":
         data = [
             {
@@ -123,6 +179,9 @@ def render(rows: list[Row], metrics: list[str], fmt: str) -> str | Table:
                 "model": r.model,
                 "selection": r.selection,
                 "seeds": r.seeds,
+                "hyperparameters": {"chosen": r.hyper, "candidates": r.candidates, "by": r.selected_by}
+                if swept
+                else None,
                 "metrics": {
                     m: {"mean": s[0], "std": s[1], "n": len(r.values[m])} for m in metrics if (s := r.mean_std(m))
                 },
@@ -134,10 +193,11 @@ def render(rows: list[Row], metrics: list[str], fmt: str) -> str | Table:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(
-            ["method", "dataset", "model", "selection", "n"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
+            ["method", "dataset", "model", "selection", "n", "hyperparameters"]
+            + [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
         )
         for r in rows:
-            cells: list[Any] = [r.method, r.dataset, r.model, r.selection, len(r.seeds)]
+            cells: list[Any] = [r.method, r.dataset, r.model, r.selection, len(r.seeds), r.hyper]
             for m in metrics:
                 stats = r.mean_std(m)
                 cells += [f"{stats[0]:.6f}", f"{stats[1]:.6f}"] if stats else ["", ""]
@@ -150,6 +210,7 @@ def render(rows: list[Row], metrics: list[str], fmt: str) -> str | Table:
             r.model,
             LABELS.get(r.selection, r.selection),
             str(len(r.seeds)),
+            *([f"{r.hyper} (best of {r.candidates} by {r.selected_by})" if r.candidates > 1 else "-"] if swept else []),
             *(_cell(r, m) for m in metrics),
         ]
         for r in rows
