@@ -185,15 +185,12 @@ def test_the_released_scalar_broadcast_would_not_change_the_loss():
 
 
 def _meta_gradient(method, batch: Batch, mode: str):
-    z, h, sal = method.forward_train(batch)
-    features = method.statistics.characteristics(z, h, method.model.head.weight, batch.y).to(z.dtype)
-    params = {n: p for n, p in method.model.named_parameters() if p.requires_grad}
-    sal_grads = method.saliency_gradient(sal, params)
+    at = method.at_theta(batch)
     meta_batch = method.meta_batches.next()
-    meta_batch = meta_batch.replace(x=meta_batch.x.to(z.dtype))
+    meta_batch = meta_batch.replace(x=meta_batch.x.to(at.z.dtype))
     fn = method.unrolled_meta_gradient if mode == "unrolled" else method.jvp_meta_gradient
     rng = torch.get_rng_state()
-    grads, logs = fn(batch.x, z, batch.y, features, params, sal_grads, meta_batch)
+    grads, logs = fn(at, meta_batch)
     torch.set_rng_state(rng)
     return grads, logs
 

@@ -20,6 +20,7 @@ small clean meta set augmented with counterfactual and factual images
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -46,6 +47,21 @@ from robust_clp.perturbation import PerturbationNet
 from robust_clp.presets import CLP_PRESETS, DATASET_PRESETS
 
 Params = dict[str, Tensor]
+
+
+@dataclass
+class AtTheta:
+    """The training batch at θ, shared by the virtual and the real step (both start from θ): inputs,
+    logits, labels, the ten characteristics, the trainable parameters, the saliency term and its
+    gradient ``λ ∇_θ R_sal`` (None without the term)."""
+
+    x: Tensor
+    z: Tensor
+    y: Tensor
+    features: Tensor
+    params: Params
+    sal: Tensor | None
+    sal_grads: Params | None
 
 
 class CLP(ERM):
@@ -144,27 +160,20 @@ class CLP(ERM):
 
     def update(self, batch: Batch, step: int) -> dict[str, Tensor | float]:
         c = self.config
-        y = batch.y
-        z, h, sal = self.forward_train(batch)
-        features = self.statistics.characteristics(z, h, self.model.head.weight, y)
-        self.statistics.accumulate(y, features[:, LOSS], features[:, MARGIN])
-        params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
-        sal_grads = self.saliency_gradient(sal, params)  # λ ∇_θ R_sal(train): φ does not enter it
+        at = self.at_theta(batch)
+        self.statistics.accumulate(at.y, at.features[:, LOSS], at.features[:, MARGIN])
 
         # (1) the virtual step θ'(φ) and (2) one Adam step of φ on the augmented meta batch.
-        meta_batch = self.meta_batches.next()
-        if c.meta_grad == "unrolled":
-            phi_grads, meta_logs = self.unrolled_meta_gradient(batch.x, z, y, features, params, sal_grads, meta_batch)
-        else:
-            phi_grads, meta_logs = self.jvp_meta_gradient(batch.x, z, y, features, params, sal_grads, meta_batch)
+        phi_grads, meta_logs = self.meta_gradient(at, self.meta_batches.next())
         self.step_perturbation(phi_grads)
 
         # (3) the real step with the updated φ.
         with torch.no_grad():
-            delta = self.perturbation(features, y)
-        ce = self.loss(z + delta, y).mean()
-        objective = ce + linear_surrogate(params, sal_grads)  # its gradient: ∇ce + λ ∇R_sal
+            delta = self.perturbation(at.features, at.y)
+        ce = self.loss(at.z + delta, at.y).mean()
+        objective = ce + linear_surrogate(at.params, at.sal_grads)  # its gradient: ∇ce + λ ∇R_sal
         self.optimize(objective, "model", clip_grad_norm=c.clip_grad_norm)
+        sal = at.sal
         sal_value = sal.detach() if sal is not None else ce.new_zeros(())
         return {
             "loss": ce.detach() + c.lambda_ * sal_value,
@@ -173,6 +182,20 @@ class CLP(ERM):
             "delta": delta.abs().mean(),
             **meta_logs,
         }
+
+    def at_theta(self, batch: Batch) -> AtTheta:
+        """Everything the virtual and the real step read from the training batch at θ."""
+        z, h, sal = self.forward_train(batch)
+        features = self.statistics.characteristics(z, h, self.model.head.weight, batch.y).to(z.dtype)
+        params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        sal_grads = self.saliency_gradient(sal, params)  # λ ∇_θ R_sal(train): φ does not enter it
+        return AtTheta(batch.x, z, batch.y, features, params, sal, sal_grads)
+
+    def meta_gradient(self, at: AtTheta, meta_batch: Batch) -> tuple[list[Tensor | None], dict[str, Tensor]]:
+        """∂L_meta(θ'(φ))/∂φ, as ``meta_grad`` says (the same value either way)."""
+        if self.config.meta_grad == "unrolled":
+            return self.unrolled_meta_gradient(at, meta_batch)
+        return self.jvp_meta_gradient(at, meta_batch)
 
     def forward_train(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None]:
         """Logits, penultimate features and the saliency term of a training batch, from ONE forward
@@ -207,38 +230,21 @@ class CLP(ERM):
         follows the same schedule)."""
         return self.optimizers["model"].param_groups[0]["lr"]
 
-    def unrolled_meta_gradient(
-        self,
-        x: Tensor,
-        z: Tensor,
-        y: Tensor,
-        features: Tensor,
-        params: Params,
-        sal_grads: Params | None,
-        meta_batch: Batch,
-    ) -> tuple[list[Tensor | None], dict[str, Tensor]]:
+    def unrolled_meta_gradient(self, at: AtTheta, meta_batch: Batch) -> tuple[list[Tensor | None], dict[str, Tensor]]:
         """∂L_meta(θ'(φ))/∂φ by differentiating through the unrolled virtual step (Eq. 8-9 literally).
 
         ``θ' = θ − η (∇_θ mean ℓ(z + P_φ(c), y) + λ ∇_θ R_sal)``: a plain SGD step (no momentum, no
         weight decay), its gradient taken with ``create_graph=True`` so that θ' is a function of φ.
         """
-        delta = self.perturbation(features, y)
-        loss = self.loss(z + delta, y).mean()
+        params = at.params
+        delta = self.perturbation(at.features, at.y)
+        loss = self.loss(at.z + delta, at.y).mean()
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=True, allow_unused=True)
-        fast = virtual_params(params, dict(zip(params, grads, strict=True)), sal_grads, self.virtual_lr())
+        fast = virtual_params(params, dict(zip(params, grads, strict=True)), at.sal_grads, self.virtual_lr())
         meta_loss, logs = self.meta_loss(fast, meta_batch)
         return list(torch.autograd.grad(meta_loss, list(self.perturbation.parameters()), allow_unused=True)), logs
 
-    def jvp_meta_gradient(
-        self,
-        x: Tensor,
-        z: Tensor,
-        y: Tensor,
-        features: Tensor,
-        params: Params,
-        sal_grads: Params | None,
-        meta_batch: Batch,
-    ) -> tuple[list[Tensor | None], dict[str, Tensor]]:
+    def jvp_meta_gradient(self, at: AtTheta, meta_batch: Batch) -> tuple[list[Tensor | None], dict[str, Tensor]]:
         """The same ∂L_meta(θ'(φ))/∂φ as :meth:`unrolled_meta_gradient`, without second-order
         backpropagation through the classifier.
 
@@ -250,20 +256,21 @@ class CLP(ERM):
         ``J v`` is one forward-mode product (a JVP) through the classifier at θ on the training
         batch; ``(∂r/∂φ)ᵀ u`` backpropagates through the loss and the perturbation network only.
         """
-        delta = self.perturbation(features, y)
-        perturbed = z.detach() + delta
-        (residual,) = torch.autograd.grad(self.loss(perturbed, y).mean(), perturbed, create_graph=True)
+        params = at.params
+        delta = self.perturbation(at.features, at.y)
+        perturbed = at.z.detach() + delta
+        (residual,) = torch.autograd.grad(self.loss(perturbed, at.y).mean(), perturbed, create_graph=True)
         grads = torch.autograd.grad(
-            z, list(params.values()), grad_outputs=residual.detach(), retain_graph=True, allow_unused=True
+            at.z, list(params.values()), grad_outputs=residual.detach(), retain_graph=True, allow_unused=True
         )
         lr = self.virtual_lr()
         with torch.no_grad():
-            fast = virtual_params(params, dict(zip(params, grads, strict=True)), sal_grads, lr)
+            fast = virtual_params(params, dict(zip(params, grads, strict=True)), at.sal_grads, lr)
         fast = {n: t.requires_grad_(True) for n, t in fast.items()}
         meta_loss, logs = self.meta_loss(fast, meta_batch)
         v = torch.autograd.grad(meta_loss, list(fast.values()), allow_unused=True)
         tangent = {n: (-lr * g if g is not None else torch.zeros_like(fast[n])) for n, g in zip(fast, v, strict=True)}
-        u = self.logits_jvp(x, params, tangent)
+        u = self.logits_jvp(at.x, params, tangent)
         return list(
             torch.autograd.grad((residual * u).sum(), list(self.perturbation.parameters()), allow_unused=True)
         ), logs
