@@ -260,6 +260,12 @@ def info(name: str, kind: str | None) -> None:
     metavar="RUN_DIR",
     help="Start from the model another run trained (methods with a from_run option, e.g. prusc, irm-afe).",
 )
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    help="Train data-parallel over N processes on this machine (one per GPU; gloo on the CPU): the same as "
+    "`torchrun --standalone --nproc-per-node N -m robust run ...`. train.batch_size stays the global batch.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
 def run(
     method: str,
@@ -276,6 +282,7 @@ def run(
     resume: bool,
     rerun: str | None,
     from_run: str | None,
+    nproc: int | None,
     quiet: bool,
 ) -> None:
     """Train METHOD on a dataset and write a run directory (config, history, summary, checkpoints)."""
@@ -301,21 +308,61 @@ def run(
         method, dataset=dataset, model=model, config_file=config_file, sets=sets, flags=flags, base=base
     )
     config = resolved.config
-    if out is None:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = str(Path("runs") / f"{config.method_name}-{config.dataset_name}-{config.seed}-{stamp}")
+    if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        _launch_processes(nproc)  # the options are valid: the processes start
+        return
 
     from rich.console import Console
 
+    from robust import distributed
     from robust.engine import Run
     from robust.report import summary_table
 
-    console = Console(stderr=True, quiet=quiet)
-    runner = Run(resolved, out, resume=resume, quiet=quiet, console=console, rerun=rerun)
-    summary = runner.fit()
+    distributed.setup(config.device)  # under torchrun: join the other processes (a no-op otherwise)
+    try:
+        if out is None:  # rank 0's clock names the run for every process
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            default = str(Path("runs") / f"{config.method_name}-{config.dataset_name}-{config.seed}-{stamp}")
+            out = distributed.broadcast_object(default)
+        console = Console(stderr=True, quiet=quiet)
+        runner = Run(resolved, out, resume=resume, quiet=quiet, console=console, rerun=rerun)
+        summary = runner.fit()
+    finally:
+        distributed.teardown()
+    if not runner.is_main:
+        return
     if not quiet:
         Console().print(summary_table(summary))
     click.echo(f"Run directory: {out}", err=quiet)
+
+
+def _launch_processes(nproc: int) -> None:
+    """``robust run --nproc N ...``: torchrun's launcher starts N copies of this command without --nproc."""
+    from robust.errors import ConfigError
+
+    argv = sys.argv[1:]
+    if "run" not in argv:
+        raise ConfigError(
+            "--nproc needs the command line `robust run ... --nproc N`; otherwise call torchrun directly."
+        )
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as torchrun
+
+    args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "robust", *rest])
+    try:
+        torchrun(args)
+    except ChildFailedError as exc:
+        codes = sorted({failure.exitcode for failure in exc.failures.values()})
+        raise SystemExit(codes[0] if len(codes) == 1 and codes[0] > 0 else 1) from None
 
 
 @cli.command()

@@ -75,6 +75,11 @@ class TrainConfig(Options):
         "auto", description="Mixed precision: auto = bf16 on GPUs that support it, fp16 otherwise, off on CPU."
     )
     deterministic: bool = Field(False, description="Use deterministic algorithms (slower on GPU).")
+    sync_batchnorm: bool = Field(
+        False,
+        description="In a run over several GPUs, BatchNorm normalises with the statistics of the global batch "
+        "(SyncBatchNorm) instead of each process's share (GPUs only).",
+    )
     data_on_device: Literal["auto", "yes", "no"] = Field(
         "auto", description="Hold in-memory datasets on the device and batch by index (auto: when they fit)."
     )

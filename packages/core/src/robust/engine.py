@@ -3,13 +3,15 @@
 It resolves the device and precision, seeds, loads the dataset, builds the method, loops over
 its phases, epochs and batches, evaluates on every eval split, records model selection under
 every rule, checkpoints atomically (after each epoch, optionally every N steps), resumes, stops
-on a non-finite loss, fires the lifecycle hooks and writes the run directory.
+on a non-finite loss, fires the lifecycle hooks and writes the run directory. Started by torchrun,
+it trains data-parallel over the processes (:mod:`robust.distributed`); only rank 0 writes.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from importlib import metadata
@@ -22,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
+from robust import distributed
 from robust.atomic import atomic_write
 from robust.checkpoint import load_checkpoint, save_checkpoint
 from robust.data import Batch, DatasetBundle
@@ -69,9 +72,15 @@ class Run:
         self.run_dir = RunDir(out)
         self.resume = resume
         self.rerun = rerun
-        self.console = console or Console(stderr=True, quiet=quiet)
+        self.device = distributed.setup(self.config.device) or resolve_device(self.config.device)
+        self.world = distributed.world()
+        self.is_main = self.world.is_main
+        quiet = quiet or not self.is_main  # one process reports
+        self.console = console if console is not None and self.is_main else Console(stderr=True, quiet=quiet)
         self.quiet = quiet
-        self.device = resolve_device(self.config.device)
+        # The other processes' method files (clusters, reports) go to a scratch directory: only rank 0
+        # writes the run directory.
+        self._scratch = None if self.is_main else Path(tempfile.mkdtemp(prefix=f"robust-rank{self.world.rank}-"))
         method_cls = resolved.method.load()
         self.method_cls = method_cls
         method_options = {k: v for k, v in self.config.method.items() if k != "name"}
@@ -82,13 +91,16 @@ class Run:
             amp = method_cls.default_amp(method_config) or amp
         self.precision = resolve_precision(amp, self.device)
         seed_everything(self.config.seed, self.train_config.deterministic)
-        self.run_dir.check(resume, rerun)
-        self.data = self._load_data()
+        if self.is_main:
+            self.run_dir.check(resume, rerun)
+        with distributed.main_first():  # one process builds a dataset cache, the others read it
+            self.data = self._load_data()
         self.info = self.data.info
         self.method: Method = method_cls(method_config, self._context())
         if self.train_config.init_from and not resume:
             self._init_classifier(self.train_config.init_from)
         self.method.to(self.device)
+        distributed.broadcast_module(self.method)
         self.method.train()
         self._train_loaders: dict[tuple[str, int], BatchLoader] = {}
         self._eval_loaders = {
@@ -109,7 +121,9 @@ class Run:
         self._resume_payload: dict[str, Any] | None = None
         if resume:
             self._resume_payload = load_checkpoint(self.run_dir.checkpoint_path, map_location=self.device)
-        self.run_dir.claim(self._config_record(), resume, rerun)
+        if self.is_main:
+            self.run_dir.claim(self._config_record(), resume, rerun)
+        distributed.barrier()
 
     # -- setup --------------------------------------------------------------------------
 
@@ -143,7 +157,7 @@ class Run:
             data=self.data,
             device=self.device,
             precision=self.precision,
-            run_dir=self.run_dir.path,
+            run_dir=self._scratch or self.run_dir.path,
             build_model=self.build_model,
             build_loss=self.build_loss,
             batches=self.batches,
@@ -159,6 +173,13 @@ class Run:
         else:
             entry = registry.get("model", name)
         model = build_registered_model(entry, options, self.info.num_classes, self.info.input_shape)
+        if self.train_config.sync_batchnorm and self.world.distributed:
+            if self.device.type == "cpu":
+                raise ConfigError(
+                    "train.sync_batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on the CPU. Drop "
+                    "--set train.sync_batchnorm=true, or train on GPUs."
+                )
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return model.to(self.device)
 
     def build_loss(self, name: str, **options: Any):
@@ -214,7 +235,8 @@ class Run:
             self._start_rerun(phases)
         elif self._resume_payload is not None:
             self._restore(self._resume_payload, phases)
-        pm.hook.on_run_start(run=self)
+        if self.is_main:  # lifecycle hooks (loggers) run in the process that writes
+            pm.hook.on_run_start(run=self)
         started = time.perf_counter() - self.state["elapsed"]
         self._started_at = started
         with self._progress() as progress:
@@ -225,6 +247,7 @@ class Run:
                 if not self.state["started"]:
                     if phase.on_start is not None:
                         phase.on_start()
+                        distributed.broadcast_module(self.method)  # modules the phase built
                     self.state["started"] = True
                 if phase.run is not None:
                     phase.run()
@@ -232,11 +255,16 @@ class Run:
                     self._train_phase(phase)
                 self.state.update(phase=self.state["phase"] + 1, started=False, epoch=0, batch=0, phase_step=0)
                 self._checkpoint()
-                finished = self.run_dir.phase_path(phase.name)
-                atomic_write(finished, lambda tmp: shutil.copyfile(self.run_dir.checkpoint_path, tmp))
+                if self.is_main:
+                    finished = self.run_dir.phase_path(phase.name)
+                    atomic_write(finished, lambda tmp: shutil.copyfile(self.run_dir.checkpoint_path, tmp))
         summary = self._summary(time.perf_counter() - started)
-        self.run_dir.write_summary(summary)
-        pm.hook.on_run_end(run=self, summary=summary)
+        if self.is_main:
+            self.run_dir.write_summary(summary)
+            pm.hook.on_run_end(run=self, summary=summary)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        distributed.barrier()  # the summary exists before any process returns
         return summary
 
     def _phase_length(self, phase: Phase) -> tuple[int | None, int | None]:
@@ -267,7 +295,7 @@ class Run:
         loader = self._train_loader(phase)
         update = phase.update or self.method.update
         epochs, steps = self._phase_length(phase)
-        per_epoch = loader.num_batches(drop_singleton=True, drop_last=phase.drop_last)
+        per_epoch = loader.num_batches(drop_singleton=True, drop_last=phase.drop_last, processes=self.world.size)
         total = steps if steps is not None else epochs * per_epoch
         task = self.progress.add_task(f"{phase.name}", total=total, completed=self.state["phase_step"], loss="")
         seed = self.config.seed
@@ -284,20 +312,30 @@ class Run:
                 order = self.method.epoch_indices(epoch, order_gen)
                 if order is None:
                     order = torch.randperm(len(loader), generator=order_gen)
-                aug = generator(seed, self.device, "augment", phase.name, epoch)
+                aug = generator(seed, self.device, "augment", phase.name, epoch, *self._rank_stream())
             if self.state["batch"] == 0:
                 self.method.on_epoch_start(epoch)
             sums: dict[str, Tensor] = {}
             count = 0
+            per_sample = distributed.per_sample_buffers(self.method, len(loader)) if self.world.distributed else []
             for batch_index, batch in enumerate(
                 loader.batches(
-                    order, start=self.state["batch"], generator=aug, drop_singleton=True, drop_last=phase.drop_last
+                    order,
+                    start=self.state["batch"],
+                    generator=aug,
+                    drop_singleton=True,
+                    drop_last=phase.drop_last,
+                    world=self.world,
                 ),
                 start=self.state["batch"],
             ):
+                if self.world.distributed:  # the weight of this process's gradients in the average
+                    global_size = min(loader.batch_size, len(order) - batch_index * loader.batch_size)
+                    self.method.batch_share = len(batch.y) / global_size
                 with self.precision.autocast():
                     logs = update(batch, self.state["phase_step"])
                 self.method.end_step()
+                distributed.share_rows(per_sample, batch.index)
                 self.method.step_schedulers("step")
                 for key, value in logs.items():
                     value = torch.as_tensor(value, device=self.device).detach().float()
@@ -315,13 +353,14 @@ class Run:
                 every = self.train_config.eval_every_steps
                 if every and phase.evaluate and phase_step % every == 0:
                     self._check_finite(sums, count, phase)
-                    self._evaluate(phase, _means(sums, count))
+                    self._evaluate(phase, self._train_means(sums, count))
                 ckpt_every = self.train_config.checkpoint_every_steps
                 if ckpt_every and phase_step % ckpt_every == 0:
                     self._check_finite(sums, count, phase)
                     self._checkpoint(order=order, aug=aug)
             self._check_finite(sums, count, phase)
             self.progress.update(task, completed=self.state["phase_step"], loss=_format_logs(sums, count))
+            self.method.batch_share = 1.0 / self.world.size  # outside training steps every process does the same
             self.method.on_epoch_end(epoch)
             self.method.step_schedulers("epoch")
             self.state["epoch"] = epoch + 1
@@ -332,15 +371,32 @@ class Run:
             due = (epoch + 1) % self.train_config.eval_every == 0 and not self.train_config.eval_every_steps
             already = bool(self.history) and self.history[-1]["step"] == self.state["global_step"]
             if phase.evaluate and (due or finished) and not already:
-                self._evaluate(phase, _means(sums, count))
+                self._evaluate(phase, self._train_means(sums, count))
             # The end of the phase is checkpointed by fit(), once; with step checkpoints (resumable
             # mid-epoch), epoch ends are not checkpointed again.
             if not finished and not self.train_config.checkpoint_every_steps:
                 self._checkpoint()
         self.progress.remove_task(task)
 
+    def _rank_stream(self) -> tuple[object, ...]:
+        """Each process draws its own augmentation (a single process keeps the stream it always had)."""
+        return ("rank", self.world.rank) if self.world.distributed else ()
+
+    def _train_means(self, sums: dict[str, Tensor], count: int) -> dict[str, float]:
+        """Training losses averaged over this epoch's steps (and over the processes)."""
+        means = _means(sums, count)
+        if self.world.distributed and means:
+            values = torch.tensor(list(means.values()), dtype=torch.float64, device=self.device)
+            distributed.all_reduce_sum(values)
+            means = dict(zip(means, (values / self.world.size).tolist(), strict=True))
+        return means
+
     def _check_finite(self, sums: dict[str, Tensor], count: int, phase: Phase) -> None:
-        bad = [key for key, value in sums.items() if not bool(torch.isfinite(value))]
+        finite = [bool(torch.isfinite(value)) for value in sums.values()]
+        if self.world.distributed and finite:  # all processes stop together, naming the same losses
+            flags = torch.tensor([float(f) for f in finite], device=self.device)
+            finite = [bool(f) for f in (distributed.all_reduce_sum(flags) == self.world.size)]
+        bad = [key for key, ok in zip(sums, finite, strict=True) if not ok]
         if bad:
             last = self.run_dir.checkpoint_path
             kept = (
@@ -366,7 +422,8 @@ class Run:
         self.method.eval()
         preds, probs = [], []
         loss = torch.zeros((), device=self.device)
-        for batch in loader.batches(loader.sequential()):
+        order = distributed.shard(loader.sequential(), self.world)  # each process predicts its share
+        for batch in loader.batches(order):
             with self.precision.autocast():
                 logits = self.method.predict(batch.x)
             preds.append(logits.argmax(dim=1))
@@ -374,11 +431,19 @@ class Run:
             if scores:
                 probs.append(logits.float().softmax(dim=1))
         self.method.train(was_training)
-        if not preds:
+        if len(loader) == 0:
             return torch.empty(0, dtype=torch.long, device=self.device), math.nan, None
-        return torch.cat(preds), loss.item() / len(loader), torch.cat(probs) if scores else None
+        num_classes = self.info.num_classes
+        pred = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=self.device)
+        prob = torch.cat(probs) if probs else torch.empty(0, num_classes, device=self.device)
+        if self.world.distributed:  # shares are contiguous and in rank order: gathering restores the split
+            pred = distributed.gather_rows(pred)
+            prob = distributed.gather_rows(prob) if scores else prob
+            distributed.all_reduce_sum(loss)
+        return pred, loss.item() / len(loader), prob if scores else None
 
     def evaluate_splits(self) -> dict[str, float]:
+        self._sync_buffers()
         metrics: dict[str, float] = {}
         for name, loader in self._eval_loaders.items():
             preds, loss, probs = self.predictions(name, scores=self.info.auc)
@@ -411,24 +476,42 @@ class Run:
             "metrics": metrics,
         }
         self.history.append(record)
-        self.run_dir.write_history(self.history)
+        if self.is_main:
+            self.run_dir.write_history(self.history)
         improved = self.selector.update(record) if phase.select else []
         self.method.on_evaluation(record)
-        if self.train_config.keep_best and improved:
+        if self.train_config.keep_best and improved and self.is_main:
             first = self.run_dir.best_path(improved[0])
             save_checkpoint(first, {"modules": self.method.state_dict(), "record": record})
             for rule in improved[1:]:  # the same weights: copy the file rather than serialise again
                 atomic_write(self.run_dir.best_path(rule), lambda tmp: shutil.copyfile(first, tmp))
-        pm.hook.on_evaluation(run=self, record=record)
+        if self.is_main:
+            pm.hook.on_evaluation(run=self, record=record)
         return record
 
     # -- checkpoints ----------------------------------------------------------------------
 
+    def _sync_buffers(self) -> None:
+        """Every process holds the same buffers before it evaluates or saves (BatchNorm statistics
+        averaged over processes; per-sample tables are already shared row by row)."""
+        if self.world.distributed:
+            split = self.data.splits.get(getattr(self.method.phase, "split", "train"), self.data.splits["train"])
+            per_sample = distributed.per_sample_buffers(self.method, len(split))
+            distributed.average_buffers(self.method, skip=per_sample)
+
     def _checkpoint(self, order: Tensor | None = None, aug: torch.Generator | None = None) -> None:
+        self._sync_buffers()
+        mid_epoch = aug is not None and bool(self.state["batch"])
+        aug_state = aug.get_state() if mid_epoch else None
+        if mid_epoch and self.world.distributed:  # every process's augmentation stream, row = rank
+            aug_state = distributed.gather_rows(aug_state.to(self.device).unsqueeze(0)).cpu()
+        if not self.is_main:
+            return
         engine = dict(self.state)
         engine["elapsed"] = time.perf_counter() - self._started_at
         engine["order"] = order.cpu() if order is not None and self.state["batch"] else None
-        engine["aug_state"] = aug.get_state() if aug is not None and self.state["batch"] else None
+        engine["aug_state"] = aug_state
+        engine["world_size"] = self.world.size
         engine["history"] = self.history
         engine["selector"] = self.selector.state()
         engine["rng_cpu"] = torch.get_rng_state()
@@ -484,8 +567,17 @@ class Run:
             torch.cuda.set_rng_state_all([s.cpu() for s in engine["rng_cuda"]])
         if engine["batch"] and engine["order"] is not None:
             aug = torch.Generator(device=self.device)
-            aug.set_state(engine["aug_state"].cpu())
+            state = engine["aug_state"].cpu()
+            if state.dim() == 2:  # saved by several processes: this one's row
+                if state.shape[0] != self.world.size:
+                    self.log(
+                        f"The checkpoint was written by {state.shape[0]} processes and this run has "
+                        f"{self.world.size}: the rest of the interrupted epoch draws new augmentations."
+                    )
+                state = state[min(self.world.rank, state.shape[0] - 1)]
+            aug.set_state(state)
             self._resumed_epoch = (engine["order"], aug)
+        distributed.broadcast_module(self.method)
         self.log(
             f"Resuming {self.run_dir.path} at phase {engine['phase']}, epoch {engine['epoch']}, step {engine['global_step']}."
         )
@@ -526,6 +618,7 @@ class Run:
                 "wall_time_s": round(elapsed, 3),
                 "device": str(self.device),
                 "precision": self.precision.name,
+                "processes": self.world.size,
             },
         }
 

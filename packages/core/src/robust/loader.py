@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from robust.augment import augment
 from robust.data import ArraySplit, Batch, DatasetInfo, Split, StreamSplit
+from robust.distributed import World, shard
 
 DEVICE_MEMORY_FRACTION = 0.3  # of free GPU memory a split may take when data_on_device=auto
 
@@ -95,13 +96,16 @@ class BatchLoader:
     def __len__(self) -> int:
         return len(self.split)
 
-    def num_batches(self, num_samples: int | None = None, drop_singleton: bool = False, drop_last: bool = False) -> int:
-        """Batches in an epoch; ``drop_last`` drops any incomplete final batch, ``drop_singleton`` one of size 1."""
+    def num_batches(
+        self, num_samples: int | None = None, drop_singleton: bool = False, drop_last: bool = False, processes: int = 1
+    ) -> int:
+        """Batches in an epoch; ``drop_last`` drops any incomplete final batch, ``drop_singleton`` one
+        that would leave a process under two samples (one sample in a single process)."""
         n = len(self.split) if num_samples is None else num_samples
         full, rest = divmod(n, self.batch_size)
         if drop_last and full:
             return full
-        return full + (1 if rest and not (drop_singleton and rest == 1) else 0)
+        return full + (1 if rest and not (drop_singleton and rest < 2 * processes) else 0)
 
     def sequential(self) -> Tensor:
         return torch.arange(len(self.split))
@@ -114,16 +118,21 @@ class BatchLoader:
         generator: torch.Generator | None = None,
         drop_singleton: bool = False,
         drop_last: bool = False,
+        world: World | None = None,
     ) -> Iterator[Batch]:
         """Yield batches of ``order`` (indices into the split), skipping the first ``start`` batches.
 
         ``generator`` drives augmentation; without it no augmentation is applied (evaluation).
         A final batch of one sample is dropped when ``drop_singleton`` (BatchNorm cannot train on it),
-        any incomplete final batch when ``drop_last`` (unless it is the only one).
+        any incomplete final batch when ``drop_last`` (unless it is the only one). With ``world``
+        (several processes), ``batch_size`` is the global batch and each yields its share of it.
         """
         order = order.cpu()
-        total = self.num_batches(len(order), drop_singleton, drop_last)
+        processes = world.size if world is not None else 1
+        total = self.num_batches(len(order), drop_singleton, drop_last, processes)
         chunks = [order[b * self.batch_size : (b + 1) * self.batch_size] for b in range(start, total)]
+        if world is not None and world.distributed:
+            chunks = [shard(chunk, world) for chunk in chunks]
         if isinstance(self.split, ArraySplit):
             for chunk in chunks:
                 yield self._array_batch(chunk, generator)

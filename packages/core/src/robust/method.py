@@ -12,8 +12,12 @@ Optional: ``phases()`` for multi-phase runs (train, cluster, prune, retrain...);
 upweighting); ``extra_state``/``load_extra_state`` for non-tensor state.
 
 The engine owns device placement, seeding, AMP, data loading, evaluation, model selection,
-checkpoints, resume, logging and progress. Per-sample state is indexed by ``batch.index``;
-keep it in buffers (``register_buffer``) so that it is checkpointed and moved with the method.
+checkpoints, resume, logging, progress and data parallelism. Per-sample state is indexed by
+``batch.index``; keep it in buffers (``register_buffer``) with one row per training sample, so
+that it is checkpointed, moved with the method and, in a run over several processes, given the
+rows the other processes updated after every step. Running sums over batches (not per sample)
+combine across processes through :func:`robust.distributed.all_reduce_sum`; gradients of every
+optimizer registered with :meth:`Method.add_optimizer` are averaged before each step.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from robust import distributed
 from robust.config import MethodConfig, RunConfig
 from robust.data import Batch, DatasetBundle, DatasetInfo
 from robust.device import Precision
@@ -87,9 +92,10 @@ class MethodContext:
 
     @property
     def steps_per_epoch(self) -> int:
-        """Training batches per epoch on the train split (a final batch of one sample is dropped)."""
+        """Training batches per epoch on the train split (a final batch too small for BatchNorm on
+        every process, under two samples each, is dropped)."""
         full, rest = divmod(self.num_train, self.config.train.batch_size)
-        return full + (1 if rest > 1 else 0)
+        return full + (1 if rest >= 2 * distributed.world().size else 0)
 
     @property
     def epochs(self) -> int:
@@ -124,6 +130,10 @@ class Method(nn.Module):
         self._optimizers: dict[str, torch.optim.Optimizer] = {}
         self._schedulers: dict[str, _Scheduled] = {}
         self._scaler_stepped = False
+        #: This process's share of the current global batch: the weight of its gradients when they
+        #: are averaged over processes (set by the engine for each training step).
+        self.batch_share = 1.0 / distributed.world().size
+        self._averaged: set[int] = set()
 
     # -- what a method implements ---------------------------------------------------------
 
@@ -192,6 +202,7 @@ class Method(nn.Module):
         schedules are stepped by the method (a plateau schedule in :meth:`on_evaluation`).
         """
         self._optimizers[name] = optimizer
+        optimizer.register_step_pre_hook(self._average_before_step)
         if scheduler is not None:
             self._schedulers[name] = _Scheduled(scheduler, interval)
         return optimizer
@@ -213,6 +224,9 @@ class Method(nn.Module):
             opt.zero_grad(set_to_none=True)
         scaler = self.ctx.precision.scaler
         (scaler.scale(loss) if scaler is not None else loss).backward(retain_graph=retain_graph)
+        # Before clipping and the grad scaler's inf check, so that every process decides alike.
+        distributed.average_gradients(_params(chosen), self.batch_share)
+        self._averaged.update(id(opt) for opt in chosen)
         if clip_grad_norm is not None:
             if scaler is not None:
                 for opt in chosen:
@@ -225,11 +239,19 @@ class Method(nn.Module):
             else:
                 opt.step()
 
+    def _average_before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """An optimizer stepped on gradients set by hand (not through :meth:`optimize`) averages them here."""
+        if id(optimizer) in self._averaged:
+            self._averaged.discard(id(optimizer))
+            return
+        distributed.average_gradients(_params([optimizer]), self.batch_share)
+
     def end_step(self) -> None:
         """Called by the engine after each ``update``: one grad-scaler update per iteration (fp16)."""
         if self._scaler_stepped and self.ctx.precision.scaler is not None:
             self.ctx.precision.scaler.update()
         self._scaler_stepped = False
+        self._averaged.clear()
 
     def step_schedulers(self, interval: Literal["step", "epoch"]) -> None:
         """Called by the engine after each step and each epoch."""

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robust.distributed import all_reduce_sum
+
 NAMES: tuple[str, ...] = (
     "loss",
     "margin",
@@ -120,10 +122,16 @@ class ClassStatistics(nn.Module):
 
     @torch.no_grad()
     def accumulate(self, labels: Tensor, loss: Tensor, margin: Tensor) -> None:
-        """Add a batch's per-sample losses and margins to this epoch's sums."""
-        self.loss_sum.index_add_(0, labels, loss.detach().float())
-        self.margin_sum.index_add_(0, labels, margin.detach().float())
-        self.count.index_add_(0, labels, torch.ones_like(loss, dtype=torch.float32))
+        """Add a batch's per-sample losses and margins to this epoch's sums (the whole global batch's,
+        in a run over several processes)."""
+        sums = torch.zeros(3, self.count.shape[0], device=self.count.device)
+        sums[0].index_add_(0, labels, loss.detach().float())
+        sums[1].index_add_(0, labels, margin.detach().float())
+        sums[2].index_add_(0, labels, torch.ones_like(loss, dtype=torch.float32))
+        all_reduce_sum(sums)
+        self.loss_sum += sums[0]
+        self.margin_sum += sums[1]
+        self.count += sums[2]
 
     @torch.no_grad()
     def roll(self) -> None:

@@ -24,6 +24,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from robust.config import Options
+from robust.distributed import gather_rows
 
 GCEForm = Literal["reference", "textbook"]
 
@@ -85,7 +86,9 @@ class SampleLossEMA(nn.Module):
 
     @torch.no_grad()
     def update(self, loss: Tensor, index: Tensor) -> None:
-        loss = loss.detach().float()
+        # The whole global batch's visits, in a run over several processes: the class maxima that
+        # normalise this step's weights then see what a single process would.
+        index, loss = gather_rows(index), gather_rows(loss.detach().float())
         self.loss[index] = self.alpha * self.loss[index] + (1 - self.alpha * self.updated[index]) * loss
         self.updated[index] = 1.0
 
