@@ -112,9 +112,9 @@ def test_info_shows_alpha_and_the_erm_options():
 def test_load_plugins_allow_list_can_leave_the_example_out():
     require_installed()
     only_core = json.loads(robust("list", "methods", "--json", env={"ROBUST_LOAD_PLUGINS": ""}).stdout)
-    assert [m["name"] for m in only_core["methods"]] == ["erm"]
+    assert [m["name"] for m in only_core["methods"]] == ["erm", "groupdro"]
     by_dist = json.loads(robust("list", "methods", "--json", env={"ROBUST_LOAD_PLUGINS": DIST}).stdout)
-    assert {m["name"] for m in by_dist["methods"]} == {"erm", "mixup"}
+    assert {m["name"] for m in by_dist["methods"]} == {"erm", "groupdro", "mixup"}
 
 
 # -- (b) torch-free at import ---------------------------------------------------------------------

@@ -61,7 +61,7 @@ def test_list_json_names_packages():
 
 def test_list_filters_plugins_by_env():
     listing = json.loads(robust("list", "--json", env={"ROBUST_LOAD_PLUGINS": ""}).stdout)
-    assert listing["datasets"] == [] and [m["name"] for m in listing["methods"]] == ["erm"]
+    assert listing["datasets"] == [] and [m["name"] for m in listing["methods"]] == ["erm", "groupdro"]
 
 
 def test_broken_plugin_is_listed_and_the_rest_work(tmp_path):

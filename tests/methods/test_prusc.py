@@ -193,7 +193,7 @@ def test_prusc_runs_its_phases_and_writes_clusters_and_sparsity(tmp_path):
     assert {p["phase"] for p in summary["selection"].values()} == {"retrain"}  # the ERM model is not the result
     assert summary["protocol"]["val_used_for_training"] and summary["default_selection"] == "last"
     rows = (run_dir / "clusters.csv").read_text().splitlines()
-    assert rows[0] == "index,label,cluster,group" and len(rows) == 97
+    assert rows[0] == "index,label,cluster" and len(rows) == 97  # no true groups: withheld from PruSC
     report = json.loads((run_dir / "clusters.json").read_text())
     assert -1 <= report["agreement_with_true_groups"]["ari"] <= 1 and sum(report["sizes"]) == 96
     sparsity = json.loads((run_dir / "sparsity.json").read_text())

@@ -15,6 +15,13 @@ def register_methods(register):
         config="robust.erm:ERMConfig",
         description="Empirical risk minimisation: the reference every method is compared with.",
     )
+    register(
+        "groupdro",
+        "robust.groupdro:GroupDRO",
+        config="robust.groupdro:GroupDROConfig",
+        description="Group DRO: minimises the worst group's loss with online group weights; needs group labels "
+        "(annotated, or inferred by `robust discover`).",
+    )
 
 
 @hookimpl

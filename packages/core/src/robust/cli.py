@@ -261,6 +261,18 @@ def info(name: str, kind: str | None) -> None:
     help="Start from the model another run trained (methods with a from_run option, e.g. prusc, irm-afe).",
 )
 @click.option(
+    "--train-attr",
+    type=click.Choice(["auto", "yes", "no"]),
+    help="Group labels of the training data: yes, no (withheld; a method that needs them is refused), auto "
+    "(default: yes when the method uses them).",
+)
+@click.option(
+    "--val-attr",
+    type=click.Choice(["yes", "no"]),
+    help="Group labels of the validation split: yes (default; selection by val worst-group accuracy) or no "
+    "(withheld; selection by val worst-class accuracy).",
+)
+@click.option(
     "--nproc",
     type=click.IntRange(min=1),
     help="Train data-parallel over N processes on this machine (one per GPU; gloo on the CPU): the same as "
@@ -282,6 +294,8 @@ def run(
     resume: bool,
     rerun: str | None,
     from_run: str | None,
+    train_attr: str | None,
+    val_attr: str | None,
     nproc: int | None,
     quiet: bool,
 ) -> None:
@@ -304,6 +318,7 @@ def run(
     if from_run is not None:
         sets = (f"from_run={from_run}", *sets)
     flags = {"seed": seed, "device": device, "epochs": epochs, "steps": steps, "data_root": data_root}
+    flags |= {"train_attr": train_attr, "val_attr": val_attr}
     resolved = resolve_run_config(
         method, dataset=dataset, model=model, config_file=config_file, sets=sets, flags=flags, base=base
     )
@@ -366,6 +381,60 @@ def _launch_processes(nproc: int) -> None:
 
 
 @cli.command()
+@click.option("--from", "from_run", required=True, metavar="RUN_DIR", help="A finished run (usually ERM).")
+@click.option("--dataset", "-d", help="The run's dataset (checked; default: the run's).")
+@click.option("--clusters-per-class", "-k", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--splits", default="train,val", show_default=True, help="Splits to infer groups of (train first).")
+@click.option("--checkpoint", default="last", show_default=True, help="last, a selection rule, or phase-NAME.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="CSV to write (default RUN_DIR/groups.csv).")
+@click.option("--seed", type=int, default=1, show_default=True, help="k-means seed.")
+@click.option("--restarts", type=click.IntRange(min=1), default=10, show_default=True, help="k-means restarts.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False), help="Where datasets live (default $ROBUST_DATA).")
+def discover(
+    from_run: str,
+    dataset: str | None,
+    clusters_per_class: int,
+    splits: str,
+    checkpoint: str,
+    out: str | None,
+    seed: int,
+    restarts: int,
+    device: str,
+    data_root: str | None,
+) -> None:
+    """Infer groups nobody annotated: cluster a trained model's representations per class, write them
+    as a CSV that any run reads with --set dataset.groups=FILE, and score them against true groups."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from robust.discovery import discover_from_run, write_discovery
+
+    found = discover_from_run(
+        from_run,
+        dataset=dataset,
+        checkpoint=checkpoint,
+        num_clusters=clusters_per_class,
+        splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
+        device=device,
+        seed=seed,
+        restarts=restarts,
+        data_root=data_root,
+    )
+    path = Path(out) if out else Path(from_run) / "groups.csv"
+    write_discovery(path, found)
+    table = Table(title=f"inferred groups ({clusters_per_class} per class)")
+    for column in ("split", "samples", "group sizes", "ARI", "purity", "worst-group recall"):
+        table.add_column(column, justify="left" if column in ("split", "group sizes") else "right")
+    for name, entry in found.report()["splits"].items():
+        match = entry.get("agreement_with_true_groups")
+        scores = [f"{match[k]:.3f}" for k in ("ari", "purity", "worst_group_recall")] if match else ["—"] * 3
+        table.add_row(name, str(entry["samples"]), " ".join(map(str, entry["group_sizes"])), *scores)
+    Console().print(table)
+    click.echo(f"Wrote {path} (and {path.with_suffix('.json').name}). Use it: --set dataset.groups={path}")
+
+
+@cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Sweep directory (launch again to resume)."
@@ -408,7 +477,15 @@ def sweep(
     help="Selection rule to report (default: each run's default, best val worst-group when groups are known).",
 )
 @click.option("--metric", "metrics", multiple=True, help="Metric to show, e.g. test/worst_group_acc. Repeatable.")
-def report(paths: tuple[str, ...], fmt: str, selection: str | None, metrics: tuple[str, ...]) -> None:
+@click.option(
+    "--against-paper",
+    is_flag=True,
+    help="Set each row beside the numbers its method's paper reports (registered by the method plugins): "
+    "ours, the paper's, the difference in points, and where the protocols differ (e.g. oracle test selection).",
+)
+def report(
+    paths: tuple[str, ...], fmt: str, selection: str | None, metrics: tuple[str, ...], against_paper: bool
+) -> None:
     """Aggregate finished runs: mean ± std over seeds, per method, dataset and model."""
     from rich.console import Console
 
@@ -418,8 +495,16 @@ def report(paths: tuple[str, ...], fmt: str, selection: str | None, metrics: tup
 
     if selection is not None and selection not in RULES:
         raise ConfigError(f"Unknown selection rule {selection!r}; expected one of {', '.join(RULES)}.")
-    rows = aggregate(find_summaries(list(paths)), selection)
-    output = render(rows, pick_metrics(rows, metrics), fmt)
+    if against_paper:
+        from robust.registry import get_registry
+        from robust.report import compare_with_papers, paper_split_options, render_comparison
+
+        papers = get_registry().paper_results
+        rows = aggregate(find_summaries(list(paths)), selection, split_by=paper_split_options(papers))
+        output = render_comparison(compare_with_papers(rows, papers, metrics), fmt)
+    else:
+        rows = aggregate(find_summaries(list(paths)), selection)
+        output = render(rows, pick_metrics(rows, metrics), fmt)
     if isinstance(output, str):
         click.echo(output, nl=False)
     else:

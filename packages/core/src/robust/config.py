@@ -107,6 +107,16 @@ class RunConfig(Options):
     data_root: str | None = Field(
         None, description="Where datasets live (default: $ROBUST_DATA, then the user data dir)."
     )
+    train_attr: Literal["auto", "yes", "no"] = Field(
+        "auto",
+        description="Group labels of the training data: yes (to a method that uses them), no (withheld; a method "
+        "that needs them is refused), auto (yes when the method uses them).",
+    )
+    val_attr: Literal["yes", "no"] = Field(
+        "yes",
+        description="Group labels of the validation split: yes (selection by val worst-group accuracy), no "
+        "(withheld from the method and from selection: val worst-class accuracy).",
+    )
     method: dict[str, Any] = Field(default_factory=dict)
     dataset: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)
@@ -125,7 +135,7 @@ class RunConfig(Options):
         return self.model["name"]
 
 
-TOP_LEVEL_KEYS = ("seed", "device", "preset", "data_root")
+TOP_LEVEL_KEYS = ("seed", "device", "preset", "data_root", "train_attr", "val_attr")
 SECTIONS = ("method", "dataset", "model", "train")
 
 

@@ -154,6 +154,15 @@ def with_labels(split: Split, labels: Tensor) -> Split:
     return view
 
 
+def with_groups(split: Split, groups: Tensor, bias: Tensor) -> Split:
+    """The same split with other group and bias labels (inferred groups); labels are kept."""
+    if isinstance(split, ArraySplit):
+        return replace(split, groups=groups, bias=bias)
+    view = subset_split(split, torch.arange(len(split)))
+    view.groups, view.bias = groups, bias
+    return view
+
+
 def subset_split(split: Split, indices: Tensor | Sequence[int]) -> Split:
     """The samples at ``indices`` of any split (in memory: a copy; streamed: a view)."""
     idx = torch.as_tensor(indices, dtype=torch.long)

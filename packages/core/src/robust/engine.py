@@ -26,6 +26,7 @@ from torch import Tensor
 
 from robust import distributed
 from robust.atomic import atomic_write
+from robust.attributes import engine_view, method_view, resolve_protocol
 from robust.checkpoint import load_checkpoint, save_checkpoint
 from robust.data import Batch, DatasetBundle
 from robust.datasets import load_entry
@@ -93,8 +94,12 @@ class Run:
         seed_everything(self.config.seed, self.train_config.deterministic)
         if self.is_main:
             self.run_dir.check(resume, rerun)
+        self.protocol = resolve_protocol(
+            self.config.method_name, method_cls.uses_group_labels, self.config.train_attr, self.config.val_attr
+        )
         with distributed.main_first():  # one process builds a dataset cache, the others read it
-            self.data = self._load_data()
+            self._all_data = self._load_data()
+        self.data = engine_view(self._all_data, self.protocol)  # val groups only where the protocol keeps them
         self.info = self.data.info
         self.method: Method = method_cls(method_config, self._context())
         if self.train_config.init_from and not resume:
@@ -154,7 +159,7 @@ class Run:
         return MethodContext(
             config=self.config,
             info=self.data.info,
-            data=self.data,
+            data=method_view(self.data, self.protocol),
             device=self.device,
             precision=self.precision,
             run_dir=self._scratch or self.run_dir.path,
@@ -162,6 +167,7 @@ class Run:
             build_loss=self.build_loss,
             batches=self.batches,
             log=self.log,
+            group_agreement=self.group_agreement,
         )
 
     def build_model(self, name: str | None = None, **options: Any) -> torch.nn.Module:
@@ -209,12 +215,22 @@ class Run:
     def batches(self, split: str = "train", *, batch_size: int | None = None) -> Iterator[Batch]:
         """Every sample of ``split`` in order, without augmentation (for feature extraction and analyses).
 
-        Group and bias labels are included only when the method declares ``uses_group_labels``.
+        Group and bias labels are included only when the protocol gives them to the method.
         """
-        loader = self._loader(
-            split, batch_size or self.train_config.eval_batch_size, expose_groups=self.method_cls.uses_group_labels
-        )
+        loader = self._loader(split, batch_size or self.train_config.eval_batch_size, expose_groups=self._gives(split))
         return loader.batches(loader.sequential())
+
+    def _gives(self, split: str) -> bool:
+        """Whether the method may see ``split``'s group labels (``robust.attributes``)."""
+        return self.protocol.train and (self.protocol.val if split == "val" else split != "test")
+
+    def group_agreement(self, assignment: Tensor, split: str = "train") -> dict[str, float] | None:
+        """How well ``assignment`` (one id per sample of ``split``: clusters, inferred groups) matches
+        the true groups, without handing the groups to the method (None when the data has none)."""
+        from robust.clustering import agreement
+
+        groups = self._all_data.splits[split].groups
+        return None if groups is None else agreement(assignment.cpu(), groups)
 
     def log(self, message: str) -> None:
         self.console.print(message)
@@ -285,7 +301,7 @@ class Run:
             self._train_loaders[key] = self._loader(
                 phase.split,
                 batch_size,
-                expose_groups=self.method_cls.uses_group_labels,
+                expose_groups=self._gives(phase.split),
                 augmentation=augmentation,
                 input_noise=self.train_config.input_noise,
             )
@@ -445,6 +461,7 @@ class Run:
     def evaluate_splits(self) -> dict[str, float]:
         self._sync_buffers()
         metrics: dict[str, float] = {}
+        inferred = self.info.extra.get("inferred_groups", {}).get("splits", [])
         for name, loader in self._eval_loaders.items():
             preds, loss, probs = self.predictions(name, scores=self.info.auc)
             metrics[f"{name}/loss"] = loss
@@ -456,8 +473,9 @@ class Run:
                 loader.groups,
                 loader.bias,
                 num_classes=self.info.num_classes,
-                num_groups=self.info.num_groups,
-                train_group_counts=self.info.train_group_counts or None,
+                # Inferred groups (dataset.groups=FILE) have their own ids: label x cluster.
+                num_groups=int(loader.groups.max()) + 1 if name in inferred else self.info.num_groups,
+                train_group_counts=None if name in inferred else self.info.train_group_counts or None,
             )
             metrics.update({f"{name}/{key}": value for key, value in split_metrics.items()})
         for name, terms in self.info.derived_metrics.items():
@@ -607,8 +625,8 @@ class Run:
             "seed": self.config.seed,
             "preset": self.config.preset,
             "protocol": {
-                "train_group_labels": bool(self.method_cls.uses_group_labels),
-                "val_group_labels": val.groups is not None,
+                **self.protocol.record(val_groups_known=val.groups is not None),
+                "inferred_groups": self.info.extra.get("inferred_groups"),
                 "val_used_for_training": val_trained,
             },
             "default_selection": default,

@@ -19,6 +19,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import click
 
+    from robust.papers import RegisterPaperResult
     from robust.registry import Register
 
 PROJECT = "robust"
@@ -107,6 +108,19 @@ def register_dataset_transforms(register: Register) -> None:
     the core calls ``function(bundle, options)`` after loading (and after the core's protocol
     options) and uses the ``DatasetBundle`` it returns. Planting a pattern into a few training
     images is one (robust-rare).
+    """
+
+
+@hookspec
+def register_paper_results(register: RegisterPaperResult) -> None:
+    """Register the headline numbers of a method's paper, for ``robust report --against-paper``.
+
+    Call ``register(method=..., dataset=..., metric="test/worst_group_acc", value=0.918,
+    source="Paper, Table N", selection="best_val_worst_group", ...)`` once per number: values are
+    fractions in [0, 1]; ``dataset_options``, ``std``, ``train_group_labels``, ``val_group_labels``,
+    ``model``, ``verified`` and ``note`` are optional (see ``robust.papers.PaperResult``).
+    ``robust.papers.register_from_toml(register, "pkg")`` registers a package's
+    ``paper_results.toml``, the usual way: the numbers stay data.
     """
 
 

@@ -80,6 +80,9 @@ class MethodContext:
     build_loss: Callable[..., Callable[[Tensor, Tensor], Tensor]]
     batches: Callable[..., Iterator[Batch]]
     log: Callable[[str], None]
+    #: ``group_agreement(assignment, split="train")``: how inferred groups match the true ones (ARI,
+    #: purity, worst-group recall), or None; the true groups themselves may be withheld.
+    group_agreement: Callable[..., dict[str, float] | None] = lambda assignment, split="train": None
 
     @property
     def num_train(self) -> int:

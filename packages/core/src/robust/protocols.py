@@ -298,9 +298,17 @@ class ProtocolOptions(BaseModel):
         "(robust list mask-providers), for datasets without masks.",
     )
 
+    groups: str | None = Field(
+        None,
+        description="Inferred groups from this CSV (as `robust discover` writes: split,index,label,cluster) replace "
+        "the group labels of the splits it lists (group = label x cluster, bias = cluster); test keeps its true "
+        "groups. Same dataset options as the run it was discovered from.",
+    )
+
     def active(self) -> bool:
         return any(
-            v is not None for v in (self.frac, self.meta_per_class, self.imb_factor, self.noise, self.mask_provider)
+            v is not None
+            for v in (self.frac, self.meta_per_class, self.imb_factor, self.noise, self.mask_provider, self.groups)
         )
 
 
@@ -330,7 +338,7 @@ def apply_protocol(bundle: Any, options: ProtocolOptions) -> Any:
 
     import torch
 
-    from robust.data import subset_split, with_labels
+    from robust.data import subset_split, with_groups, with_labels
 
     if not options.active():
         return bundle
@@ -383,6 +391,13 @@ def apply_protocol(bundle: Any, options: ProtocolOptions) -> Any:
     counts = bundle.info.train_group_counts
     if train.groups is not None and counts:
         counts = np.bincount(train.groups.numpy(), minlength=len(counts)).tolist()
+    if options.groups is not None:  # last: its indices are those of the splits as the options make them
+        from robust.discovery import read_inferred_groups
+
+        inferred = read_inferred_groups(options.groups, splits)
+        for name, (groups, bias) in inferred.items():
+            splits[name] = with_groups(splits[name], groups, bias)
+        extra["inferred_groups"] = {"file": options.groups, "splits": sorted(inferred)}
     extra["protocol"] = options.model_dump(exclude_defaults=True)
     info = dataclasses.replace(bundle.info, extra=extra, train_group_counts=counts, has_masks=has_masks)
     return dataclasses.replace(bundle, info=info, splits=splits, aux=aux)

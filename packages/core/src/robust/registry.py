@@ -1,6 +1,7 @@
 """Named things plugins provide (methods, datasets, models, losses, infills, mask providers), looked up by name.
 
-Built from the ``register_*`` hooks on first use. Entries hold lazy references
+Built from the ``register_*`` hooks on first use; it also holds the papers' headline numbers
+(``register_paper_results``, see :mod:`robust.papers`). Entries hold lazy references
 (``"module:attr"``) so that listing never imports torch; :meth:`Entry.load` imports.
 Unknown names raise :class:`robust.errors.UnknownNameError` with "did you mean" hints.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from robust.errors import PluginError, UnknownNameError
+from robust.papers import PaperResult, make_register
 from robust.plugins import call_each, load_plugins, note_error
 
 KINDS: dict[str, str] = {
@@ -96,6 +98,7 @@ class Registry:
     def __init__(self) -> None:
         self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
         self._aliases: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
+        self.paper_results: list[PaperResult] = []  # from register_paper_results (robust.papers)
 
     def _register_for(self, kind: str, plugin: str) -> Callable[..., None]:
         def register(
@@ -125,6 +128,15 @@ class Registry:
     def build(self) -> None:
         for kind, hook_name in KINDS.items():
             call_each(hook_name, lambda plugin, kind=kind: {"register": self._register_for(kind, plugin)})
+        call_each("register_paper_results", lambda plugin: {"register": make_register(plugin, self.paper_results)})
+
+    def papers(self, method: str | None = None, dataset: str | None = None) -> list[PaperResult]:
+        """The registered paper results, optionally of one method and/or dataset."""
+        return [
+            r
+            for r in self.paper_results
+            if (method is None or r.method == method) and (dataset is None or r.dataset == dataset)
+        ]
 
     def entries(self, kind: str, pattern: str | None = None) -> list[Entry]:
         found = sorted(self._entries[kind].values(), key=lambda e: e.name)

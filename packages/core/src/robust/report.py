@@ -10,15 +10,20 @@ import io
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from robust.errors import RunDirError
+from robust.papers import format_value
 from robust.results import SUMMARY
 from robust.selection import LABELS
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from robust.papers import PaperResult
 
 SHORT_LABELS = {
     "best_val_auc": "val auc",
@@ -67,7 +72,9 @@ def find_summaries(paths: list[str | Path]) -> list[tuple[Path, dict[str, Any]]]
 @dataclass
 class Row:
     """One (method, dataset, model) cell: a list of values per metric, one per seed. ``hyper`` names the
-    hyperparameters chosen among ``candidates`` configurations (a sweep), or is empty."""
+    hyperparameters chosen among ``candidates`` configurations (a sweep), or is empty. ``variant`` names
+    the dataset options the rows were split by (``conflict_pct=1``), ``options`` holds the runs' dataset
+    options, ``protocol`` their summary's protocol and ``by_rule`` the values under every selection rule."""
 
     method: str
     dataset: str
@@ -78,6 +85,10 @@ class Row:
     hyper: str = ""
     candidates: int = 1
     selected_by: str = ""
+    variant: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)
+    by_rule: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
 
     def mean_std(self, metric: str) -> tuple[float, float] | None:
         values = self.values.get(metric)
@@ -89,12 +100,15 @@ class Row:
 IGNORED = {"seed", "versions", "plugins", "data_root", "device"}
 
 
-def _flat_config(run_dir: Path) -> dict[str, Any]:
-    """The run's config.json flattened (``method.lr``...), without what does not define the experiment."""
+def _read_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.json"
     if not path.is_file():
         return {}
-    config = json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config.json flattened (``method.lr``...), without what does not define the experiment."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
         if key in IGNORED:
@@ -106,29 +120,43 @@ def _flat_config(run_dir: Path) -> dict[str, Any]:
     return flat
 
 
-def aggregate(summaries: list[tuple[Path, dict[str, Any]]], selection: str | None = None) -> list[Row]:
+def aggregate(
+    summaries: list[tuple[Path, dict[str, Any]]],
+    selection: str | None = None,
+    split_by: Mapping[str, Collection[str]] | None = None,
+) -> list[Row]:
     """Group runs by method, dataset and model; collect each metric under the chosen selection rule.
 
     Where runs of one method, dataset and model differ in configuration beyond the seed (a sweep),
     the configuration is chosen as DomainBed and SubpopBench do: the best mean over seeds of the
     validation worst-group accuracy when the validation groups are known, of the validation average
-    accuracy when not; its test metrics are reported.
+    accuracy when not; its test metrics are reported. ``split_by`` maps a dataset to option names
+    (``{"cmnist": ["conflict_pct"]}``) whose values make separate rows instead of sweep candidates.
     """
-    groups: dict[tuple[str, str, str], dict[str, Row]] = defaultdict(dict)
-    configs: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    groups: dict[tuple[Any, ...], dict[str, Row]] = defaultdict(dict)
+    configs: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = defaultdict(dict)
     for run_dir, summary in summaries:
         rule = selection or summary.get("default_selection", "last")
         chosen = summary.get("selection", {}).get(rule)
         if chosen is None:
             continue
-        key = (summary["method"], summary["dataset"], summary.get("model", ""))
-        flat = _flat_config(run_dir)
+        config = _read_config(run_dir)
+        options = {k: v for k, v in (config.get("dataset") or {}).items() if k != "name"}
+        split = sorted((split_by or {}).get(summary["dataset"], ()))
+        variant = ", ".join(f"{k}={format_value(options[k])}" for k in split if k in options)
+        key = (summary["method"], summary["dataset"], summary.get("model", ""), variant)
+        flat = _flat_config(config)
         hp = json.dumps(flat, sort_keys=True)
         configs[key][hp] = flat
-        row = groups[key].setdefault(hp, Row(*key, selection=rule))
+        row = groups[key].setdefault(
+            hp, Row(*key[:3], selection=rule, variant=variant, options=options, protocol=summary.get("protocol", {}))
+        )
         row.seeds.append(summary.get("seed", 0))
         for metric, value in chosen["metrics"].items():
             row.values[metric].append(float(value))
+        for other, record in summary.get("selection", {}).items():
+            for metric, value in record.get("metrics", {}).items():
+                row.by_rule[other][metric].append(float(value))
         if summary.get("protocol", {}).get("val_group_labels"):
             row.selected_by = "val/worst_group_acc"
     rows = []
@@ -222,6 +250,201 @@ def render(rows: list[Row], metrics: list[str], fmt: str) -> str | Table:
     table = Table(title="robust report (accuracy %, mean ± std over seeds)")
     for name in header:
         table.add_column(name, justify="right" if "/" in name or name == "n" else "left")
+    for cells in body:
+        table.add_row(*cells)
+    return table
+
+
+# -- against the papers ------------------------------------------------------------------------
+
+NO_NUMBER = "—"
+COMPARISON_CSV = (
+    *("method", "dataset", "variant", "model", "selection", "n", "metric"),
+    *("ours_mean", "ours_std", "paper_value", "paper_std", "difference", "source", "note"),
+)
+
+
+def paper_split_options(results: list[PaperResult]) -> dict[str, set[str]]:
+    """Per dataset, the options the papers' numbers distinguish (rows of a comparison are split by them)."""
+    split: dict[str, set[str]] = defaultdict(set)
+    for result in results:
+        split[result.dataset].update(result.dataset_options)
+    return dict(split)
+
+
+def _pct(value: float) -> str:
+    """A paper's number as printed there (up to two decimals)."""
+    return f"{100 * value:.2f}".rstrip("0").rstrip(".")
+
+
+def _ours(values: list[float] | None) -> tuple[float, float, int] | None:
+    if not values:
+        return None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
+
+
+def _ours_text(stats: tuple[float, float, int] | None) -> str:
+    if stats is None:
+        return "-"
+    mean, std, n = stats
+    return f"{100 * mean:.1f} ± {100 * std:.1f}" if n > 1 else f"{100 * mean:.1f}"
+
+
+def _protocol_notes(row: Row, paper: PaperResult) -> list[str]:
+    """Where the run's protocol is not the paper's: selection rule, group labels, model."""
+    notes = []
+    if paper.selection == "unknown":
+        notes.append("the paper does not state its model selection")
+    elif paper.selection != row.selection:
+        note = f"paper selects by {LABELS[paper.selection]}, ours by {LABELS.get(row.selection, row.selection)}"
+        under = _ours(row.by_rule.get(paper.selection, {}).get(paper.metric))
+        if under is not None:
+            note += f"; ours under the paper's rule: {_ours_text(under)} ({100 * (under[0] - paper.value):+.1f})"
+        notes.append(note)
+    train_labels = row.protocol.get("train_group_labels")
+    if paper.train_group_labels is not None and train_labels is not None and paper.train_group_labels != train_labels:
+        notes.append(
+            f"paper trains {'with' if paper.train_group_labels else 'without'} group labels, ours "
+            f"{'with' if train_labels else 'without'}"
+        )
+    val_labels = row.protocol.get("val_group_labels")
+    if val_labels is not None:
+        val_labels = bool(val_labels) and row.selection == "best_val_worst_group"
+    if (
+        paper.val_group_labels is not None
+        and val_labels is not None
+        and paper.val_group_labels != val_labels
+        and paper.selection in (row.selection, "unknown")
+    ):
+        notes.append(
+            f"paper {'uses' if paper.val_group_labels else 'does not use'} val group labels, ours "
+            f"{'does' if val_labels else 'does not'}"
+        )
+    if paper.model and row.model and paper.model != row.model:
+        notes.append(f"paper's model {paper.model}, ours {row.model}")
+    if not paper.verified:
+        notes.append("paper number not checked against the paper's text")
+    return notes
+
+
+def compare_with_papers(
+    rows: list[Row], results: list[PaperResult], metrics: tuple[str, ...] | list[str] = ()
+) -> list[dict[str, Any]]:
+    """One record per (row, paper number) that match, or one per row without any: ours, the paper's, the
+    difference and where the protocols differ. ``metrics`` keeps only the papers' numbers of those metrics."""
+    records = []
+    for row in rows:
+        base = {
+            "method": row.method,
+            "dataset": row.dataset,
+            "variant": row.variant,
+            "model": row.model,
+            "selection": row.selection,
+            "n": len(row.seeds),
+        }
+        same = [r for r in results if r.method == row.method and r.dataset == row.dataset]
+        matching = [r for r in same if r.matches(row.method, row.dataset, row.options)]
+        if metrics:
+            matching = [r for r in matching if r.metric in metrics]
+        for paper in matching:
+            ours = _ours(row.values.get(paper.metric))
+            notes = [] if ours is not None else [f"the runs did not record {paper.metric}"]
+            records.append(
+                {
+                    **base,
+                    "metric": paper.metric,
+                    "ours": None if ours is None else {"mean": ours[0], "std": ours[1], "n": ours[2]},
+                    "paper": {"value": paper.value, "std": paper.std},
+                    "difference": None if ours is None else ours[0] - paper.value,
+                    "source": paper.source,
+                    "paper_selection": paper.selection,
+                    "paper_note": paper.note,
+                    "note": "; ".join(notes + _protocol_notes(row, paper)),
+                }
+            )
+        if matching:
+            continue
+        shown = [m for m in (metrics or DEFAULT_METRICS) if m in row.values][:1]
+        ours = _ours(row.values.get(shown[0])) if shown else None
+        if row.dataset.startswith("synthetic-"):
+            note = "synthetic stand-in: no paper number for this dataset"
+        elif same:
+            available = sorted({r.options_label for r in same} - {""})
+            note = "no paper number for these dataset options" + (
+                f" (the paper's: {'; '.join(available)})" if available else ""
+            )
+            if metrics and any(r.matches(row.method, row.dataset, row.options) for r in same):
+                note = "no paper number for the metrics asked for"
+        elif any(r.method == row.method for r in results):
+            note = "no paper number for this dataset"
+        else:
+            note = "no paper number registered for this method"
+        records.append(
+            {
+                **base,
+                "metric": shown[0] if shown else "",
+                "ours": None if ours is None else {"mean": ours[0], "std": ours[1], "n": ours[2]},
+                "paper": None,
+                "difference": None,
+                "source": "",
+                "paper_selection": None,
+                "paper_note": "",
+                "note": note,
+            }
+        )
+    return records
+
+
+def render_comparison(records: list[dict[str, Any]], fmt: str) -> str | Table:
+    """The comparison as a rich Table, Markdown, CSV or JSON (percent for humans, fractions in CSV/JSON)."""
+    if fmt == "json":
+        return json.dumps(records, indent=2)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(COMPARISON_CSV)
+        for r in records:
+            ours, paper = r["ours"] or {}, r["paper"] or {}
+            difference = "" if r["difference"] is None else r["difference"]
+            writer.writerow(
+                [
+                    *(r[key] for key in COMPARISON_CSV[:7]),
+                    *(ours.get("mean", ""), ours.get("std", ""), paper.get("value", ""), paper.get("std") or ""),
+                    *(difference, r["source"], r["note"]),
+                ]
+            )
+        return buffer.getvalue()
+    header = ["method", "dataset", "model", "selection", "n", "metric", "ours", "paper", "Δ (points)", "source", "note"]
+    body = []
+    for r in records:
+        ours = r["ours"]
+        paper = r["paper"]
+        if paper is None:
+            paper_text = NO_NUMBER
+        else:
+            paper_text = _pct(paper["value"]) + (f" ± {_pct(paper['std'])}" if paper["std"] is not None else "")
+        body.append(
+            [
+                r["method"],
+                r["dataset"] + (f" ({r['variant']})" if r["variant"] else ""),
+                r["model"],
+                LABELS.get(r["selection"], r["selection"]),
+                str(r["n"]),
+                r["metric"] or "-",
+                _ours_text(None if ours is None else (ours["mean"], ours["std"], ours["n"])),
+                paper_text,
+                NO_NUMBER if r["difference"] is None else f"{100 * r['difference']:+.1f}",
+                r["source"] or NO_NUMBER,
+                r["note"] or "",
+            ]
+        )
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in body]
+        return "\n".join(lines) + "\n"
+    table = Table(title="robust report against the papers (accuracy %; Δ = ours − paper, in points)")
+    for name in header:
+        table.add_column(name, justify="right" if name in ("n", "ours", "paper", "Δ (points)") else "left")
     for cells in body:
         table.add_row(*cells)
     return table

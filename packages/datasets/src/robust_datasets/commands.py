@@ -110,6 +110,8 @@ def dataset_status(entry: Any, root: Path) -> dict[str, Any]:
         missing = [str(p) for p in required if not p.exists()]
         record.update(status="missing" if missing else "present", path=str(base), missing=missing)
         record["source"] = metadata.get("source")
+    elif metadata.get("user_data"):  # csv: the files are wherever the user's CSV says
+        record["status"] = "user"
     return record
 
 
@@ -120,7 +122,8 @@ def list_command(data_root: str | None, as_json: bool) -> None:
     """List every dataset: present, missing, generated, cached.
 
     On-disk datasets are present when their folder and the files their registration names exist
-    under the data root (--data-root, then $ROBUST_DATA); cached when an HDF5 cache exists.
+    under the data root (--data-root, then $ROBUST_DATA); cached when an HDF5 cache exists; user
+    datasets (csv:PATH) are wherever their metadata CSV says.
     """
     from robust.registry import get_registry
 
@@ -133,7 +136,7 @@ def list_command(data_root: str | None, as_json: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    colours = {"present": "green", "missing": "red", "generated": "cyan"}
+    colours = {"present": "green", "missing": "red", "generated": "cyan", "user": "magenta"}
     table = Table(title=f"datasets under {root}")
     for column in ("name", "package", "status"):
         table.add_column(column, no_wrap=True)

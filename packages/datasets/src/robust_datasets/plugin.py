@@ -5,7 +5,8 @@ Torch-free on purpose: ``robust list`` and ``robust --help`` load every plugin.
 Metadata of on-disk datasets (used by ``robust data list`` and ``robust data verify``):
 ``folder`` (default folder under the data root), ``files`` (paths inside it that must exist),
 ``source`` (where to get the files) and, where known, ``expected_counts``
-(``{split: [count of group 0, group 1, ...]}``).
+(``{split: [count of group 0, group 1, ...]}``); ``user_data`` marks a dataset whose files the user
+names in each run (``csv:PATH``), listed as such.
 """
 
 from __future__ import annotations
@@ -215,6 +216,15 @@ def register_datasets(register: Any) -> None:
         files=["eccv_18_annotation_files"],
         source="lila.science/datasets/caltech-camera-traps (ECCV 2018 subset)",
     )
+    register(
+        "csv",
+        "robust_datasets.csv_dataset:load",
+        config="robust_datasets.csv_dataset:CSVDatasetConfig",
+        description="Your own data: a metadata CSV (image path, label, split, attribute columns) and an image "
+        "root. `--dataset csv:PATH/metadata.csv --set dataset.attribute=COLUMN`: groups = label x attribute.",
+        default_model="resnet50",
+        user_data=True,
+    )
     for name, description in (
         ("imagenet-glt", "ImageNet-GLT (Tang et al., IFL protocol): class- and attribute-wise long tails."),
         ("mscoco-glt", "MSCOCO-GLT (Tang et al., IFL protocol)."),
@@ -231,6 +241,14 @@ def register_datasets(register: Any) -> None:
             files=[],
             source="github.com/KaihuaTang/Generalized-Long-Tailed-Benchmarks.pytorch",
         )
+
+
+@hookimpl
+def resolve_dataset(name: str) -> tuple[str, dict[str, Any]] | None:
+    """``csv:PATH`` is the dataset ``csv`` with ``metadata=PATH`` (your own data)."""
+    if name.startswith("csv:"):
+        return "csv", {"metadata": name[len("csv:") :]}
+    return None
 
 
 @hookimpl

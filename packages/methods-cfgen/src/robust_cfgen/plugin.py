@@ -36,3 +36,11 @@ def register_commands(cli: Any) -> None:
     from robust_cfgen.commands import cfgen  # click only, no torch
 
     cli.add_command(cfgen)
+
+
+@hookimpl
+def register_paper_results(register: Any) -> None:
+    """The paper's headline numbers, from paper_results.toml (none yet: the file says why)."""
+    from robust.papers import register_from_toml
+
+    register_from_toml(register, "robust_cfgen")

@@ -22,3 +22,11 @@ def register_methods(register: Any) -> None:
         "and factual images, plus an input-gradient saliency term outside the foreground.",
         paper=CLP_PAPER,
     )
+
+
+@hookimpl
+def register_paper_results(register: Any) -> None:
+    """The paper's headline numbers, from paper_results.toml (``robust report --against-paper``)."""
+    from robust.papers import register_from_toml
+
+    register_from_toml(register, "robust_clp")

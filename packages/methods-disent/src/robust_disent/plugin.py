@@ -48,3 +48,11 @@ def register_losses(register: Any) -> None:
         description="Generalized cross-entropy (Zhang & Sabuncu 2018), by default as LfF/DisEnt compute it: "
         "CE times the detached q * p_y^q, whose gradient is q times the textbook GCE gradient.",
     )
+
+
+@hookimpl
+def register_paper_results(register: Any) -> None:
+    """The paper's headline numbers, from paper_results.toml (``robust report --against-paper``)."""
+    from robust.papers import register_from_toml
+
+    register_from_toml(register, "robust_disent")

@@ -35,3 +35,11 @@ def register_methods(register: Any) -> None:
         "(minority and balanced), instead of annotated environments.",
         paper=IRM_AFE_PAPER,
     )
+
+
+@hookimpl
+def register_paper_results(register: Any) -> None:
+    """The paper's headline numbers, from paper_results.toml (none yet: the file says why)."""
+    from robust.papers import register_from_toml
+
+    register_from_toml(register, "robust_prusc")

@@ -4,8 +4,8 @@ Phase ``erm`` trains the classifier with plain ERM (or, with ``--from RUN_DIR``,
 takes it from another run). Phase ``cluster`` embeds the training split with it and clusters the
 embeddings (:mod:`robust.clustering`: k-means, cosine distance). The assignment is kept in a
 buffer (checkpointed) and written to ``RUN_DIR/clusters.csv``; where the dataset knows its true
-groups, how well the clusters match them goes to ``RUN_DIR/clusters.json`` and the log. The
-true groups are read for that report only, never by a training step.
+groups, how well the clusters match them goes to ``RUN_DIR/clusters.json`` and the log, scored by
+the engine (``ctx.group_agreement``): the method never holds the true groups.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from robust.atomic import atomic_write_json
-from robust.clustering import agreement, cluster, read_assignment, representations, write_assignment
+from robust.clustering import cluster, read_assignment, representations, write_assignment
 from robust.erm import ERM
 from robust.errors import ConfigError
 from robust.method import MethodContext, Phase
@@ -89,13 +89,12 @@ class PseudoGroupMethod(ERM):
             )
             source = f"k-means (cosine), k={c.num_clusters}, {c.cluster_mode}, best of {c.cluster_restarts}"
         self.clusters.copy_(assigned)
-        groups = train.groups  # for the report only: never reaches a training step
-        write_assignment(
-            ctx.run_dir / "clusters.csv", torch.arange(ctx.num_train), train.labels, self.clusters.cpu(), groups
-        )
+        write_assignment(ctx.run_dir / "clusters.csv", torch.arange(ctx.num_train), train.labels, self.clusters.cpu())
         report: dict[str, Any] = {"source": source, "sizes": torch.bincount(self.clusters.cpu()).tolist()}
-        if groups is not None:
-            report["agreement_with_true_groups"] = agreement(self.clusters.cpu(), groups)
+        # Scored by the engine: the true groups are withheld from this method (robust.attributes).
+        match = ctx.group_agreement(self.clusters.cpu(), "train")
+        if match is not None:
+            report["agreement_with_true_groups"] = match
         atomic_write_json(ctx.run_dir / "clusters.json", report)
         match = report.get("agreement_with_true_groups")
         detail = (

@@ -68,3 +68,11 @@ def register_commands(cli: Any) -> None:
     from robust_rare.commands import rare  # click only, no torch
 
     cli.add_command(rare)
+
+
+@hookimpl
+def register_paper_results(register: Any) -> None:
+    """None: the study has no number a run could be set beside; paper_results.toml says why."""
+    from robust.papers import register_from_toml
+
+    register_from_toml(register, "robust_rare")

@@ -1,0 +1,396 @@
+"""Papers' headline numbers: the register_paper_results hook, every method package's
+paper_results.toml, and `robust report --against-paper` on hand-written run directories."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from importlib import metadata, resources
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from robust import hookimpl
+from robust.errors import PluginError
+from robust.papers import FIELDS, PaperResult, make_result, register_from_toml
+from robust.registry import get_registry
+from robust.report import aggregate, compare_with_papers, find_summaries, paper_split_options, render_comparison
+from robust.selection import RULES
+
+ENTRY = {
+    "method": "toy",
+    "dataset": "toyset",
+    "metric": "test/worst_group_acc",
+    "value": 0.8,
+    "std": 0.01,
+    "source": "Toy et al., Table 2",
+    "selection": "oracle_test",
+    "dataset_options": {"conflict_pct": 1},
+    "train_group_labels": False,
+    "val_group_labels": False,
+    "model": "mlp",
+}
+
+
+class ToyPapers:
+    @hookimpl
+    def register_paper_results(self, register):
+        register(**ENTRY)
+
+
+def method_packages() -> list[str]:
+    """The import packages of the installed robust-methods-* plugins (robust_clp, robust_disent...)."""
+    found = set()
+    for ep in metadata.entry_points(group="robust"):
+        module = ep.value.split(":")[0]
+        if module.startswith("robust_") and ep.dist is not None and ep.dist.name not in ("robust-datasets",):
+            package = module.split(".")[0]
+            if package not in ("robust_datasets", "robust_example_method"):
+                found.add(package)
+    return sorted(found)
+
+
+# -- the hook and the registry ----------------------------------------------------------------
+
+
+def test_hook_fills_the_registry(register_plugin):
+    with register_plugin(ToyPapers(), "toy-papers"):
+        registry = get_registry()
+        (result,) = registry.papers(method="toy")
+        assert result.plugin == "toy-papers"
+        assert result.value == 0.8 and result.std == 0.01 and result.dataset_options == {"conflict_pct": 1}
+        assert registry.papers(dataset="toyset") == [result]
+        assert result.matches("toy", "toyset", {"conflict_pct": 1.0, "image_size": 28})
+        assert not result.matches("toy", "toyset", {"conflict_pct": 2.0})
+        assert not result.matches("toy", "toyset", {})  # options unknown: no match
+        assert not result.matches("other", "toyset", {"conflict_pct": 1})
+    assert get_registry().papers(method="toy") == []
+
+
+def test_a_bad_number_marks_the_plugin_broken_and_the_rest_register(register_plugin):
+    from robust.plugins import plugin_records
+
+    class Percent:
+        @hookimpl
+        def register_paper_results(self, register):
+            register(**{**ENTRY, "method": "toy-percent", "value": 80.0})
+
+    with register_plugin(Percent(), "toy-percent"), register_plugin(ToyPapers(), "toy-papers"):
+        registry = get_registry()
+        assert registry.papers(method="toy-percent") == []
+        assert len(registry.papers(method="toy")) == 1
+        record = next(r for r in plugin_records() if r.name == "toy-percent")
+        assert "register_paper_results failed" in record.error and "fraction" in record.error
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"value": 93.3}, "fraction"),
+        ({"std": -0.1}, "fraction"),
+        ({"metric": "worst_group_acc"}, "not a summary.json key"),
+        ({"metric": "test/wga"}, "not a summary.json key"),
+        ({"selection": "best_test"}, "selection"),
+        ({"source": ""}, "missing source"),
+        ({"train_group_labels": "no"}, "train_group_labels"),
+        ({"table": 3}, "unknown field"),
+    ],
+)
+def test_invalid_entries_are_refused(change, fragment):
+    with pytest.raises(PluginError, match=fragment):
+        make_result("toy", **{**ENTRY, **change})
+
+
+def test_register_from_toml_checks_every_entry_before_registering(tmp_path, monkeypatch):
+    package = tmp_path / "toy_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    good = 'source = "S"\nselection = "last"\nmetric = "test/avg_acc"\nmethod = "m"\ndataset = "d"\n'
+    (package / "paper_results.toml").write_text(
+        f"[defaults]\n{good}\n[[result]]\nvalue = 0.5\n\n[[result]]\nvalue = 50\n", encoding="utf-8"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registered = []
+    with pytest.raises(PluginError, match=r"toy_pkg/paper_results.toml, result 2: .*fraction"):
+        register_from_toml(lambda **fields: registered.append(fields), "toy_pkg")
+    assert registered == []
+    (package / "paper_results.toml").write_text(f"[defaults]\n{good}\n[[result]]\nvalue = 0.5\n", encoding="utf-8")
+    assert register_from_toml(lambda **fields: registered.append(fields), "toy_pkg") == 1
+    assert registered == [
+        {"source": "S", "selection": "last", "metric": "test/avg_acc", "method": "m", "dataset": "d", "value": 0.5}
+    ]
+
+
+# -- the packages' data ---------------------------------------------------------------------------
+
+
+def summary_metric_names() -> set[str]:
+    """Every metric name an evaluation writes, from robust.metrics itself (not a copy of the list)."""
+    import torch
+
+    from robust.metrics import accuracy_metrics
+
+    labels = torch.tensor([0, 0, 1, 1])
+    names = set(
+        accuracy_metrics(
+            torch.tensor([0, 1, 1, 1]),
+            labels,
+            groups=torch.tensor([0, 1, 2, 3]),
+            bias=torch.tensor([0, 1, 0, 1]),
+            num_classes=2,
+            num_groups=4,
+            train_group_counts=[1, 1, 1, 1],
+        )
+    )
+    return {n for n in names if not n.startswith(("class_acc_", "group_acc_"))} | {"macro_auc"}
+
+
+def test_every_method_package_ships_a_valid_paper_results_file():
+    from robust.papers import METRIC_NAMES
+
+    assert summary_metric_names() == METRIC_NAMES
+    packages = method_packages()
+    assert {"robust_clp", "robust_disent", "robust_prusc", "robust_cfgen", "robust_rare"} <= set(packages)
+    registry = get_registry()
+    methods = set(registry.names("method"))
+    datasets = set(registry.names("dataset"))
+    models = set(registry.names("model"))
+    counts = {}
+    for package in packages:
+        resource = resources.files(package).joinpath("paper_results.toml")
+        assert resource.is_file(), f"{package} has no paper_results.toml"
+        data = tomllib.loads(resource.read_text(encoding="utf-8"))
+        assert set(data) <= {"defaults", "result"}
+        entries = [{**data.get("defaults", {}), **entry} for entry in data.get("result", [])]
+        counts[package] = len(entries)
+        for entry in entries:
+            assert set(entry) <= set(FIELDS)
+            result = make_result(package, **entry)  # the validation the hook runs
+            assert 0.0 <= result.value <= 1.0 and (result.std is None or 0.0 <= result.std <= 1.0)
+            assert result.metric.split("/", 1)[1] in summary_metric_names()
+            assert result.selection in (*RULES, "unknown")
+            assert result.method in methods and result.dataset in datasets, entry
+            assert result.model is None or result.model in models
+            assert "Table" in result.source or "table" in result.source, result.source
+            config = registry.get("dataset", result.dataset).load_config()
+            if config is not None:
+                for option in result.dataset_options:
+                    assert option in config.model_fields, f"{result.dataset} has no option {option!r}"
+        # the plugin registers exactly what its file holds
+        assert len([r for r in registry.paper_results if r.plugin == _plugin_of(package)]) == len(entries)
+    assert counts["robust_disent"] == 27 and counts["robust_clp"] == 20
+    assert counts["robust_prusc"] == counts["robust_cfgen"] == counts["robust_rare"] == 0
+
+
+def _plugin_of(package: str) -> str:
+    return next(ep.name for ep in metadata.entry_points(group="robust") if ep.value.split(".")[0] == package)
+
+
+def test_pyprojects_ship_the_files_as_package_data():
+    root = Path(__file__).resolve().parents[2]
+    for pyproject in sorted(root.glob("packages/methods-*/pyproject.toml")):
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        package_data = data["tool"]["setuptools"]["package-data"]
+        assert any("paper_results.toml" in files for files in package_data.values()), pyproject
+
+
+def test_known_numbers():
+    """A few numbers, as the sources print them (DisEnt Table 1; CLP's tables, error turned into accuracy)."""
+    registry = get_registry()
+
+    def one(method, dataset, metric, **options):
+        (found,) = [
+            r for r in registry.papers(method, dataset) if r.metric == metric and r.matches(method, dataset, options)
+        ]
+        return found
+
+    disent = one("disent", "cmnist", "test/unbiased_acc", conflict_pct=0.5)
+    assert (disent.value, disent.std, disent.selection, disent.model) == (0.6522, 0.0441, "oracle_test", "mlp")
+    assert not disent.verified and "Table 1" in disent.source
+    assert one("lff", "bffhq", "test/conflicting_acc", conflict_pct=0.5).value == 0.622
+    assert one("vanilla", "cifar10c", "test/unbiased_acc", conflict_pct=5).value == 0.3942
+    assert one("clp", "waterbirds", "test/worst_group_acc").value == 0.918
+    assert one("clp", "cifar10-lt", "test/avg_acc", imb_factor=100.0).value == pytest.approx(1 - 0.1803)
+    assert one("clp", "cifar100-noisy", "test/avg_acc", corruption_type="unif", corruption_ratio=0.6).value == 0.6155
+
+
+# -- robust report --against-paper ----------------------------------------------------------------
+
+
+def fake_run(
+    root: Path,
+    name: str,
+    *,
+    method: str,
+    dataset: str,
+    seed: int,
+    metrics: dict[str, dict[str, float]],
+    options: dict | None = None,
+    model: str = "mlp",
+    train_groups: bool = False,
+    val_groups: bool = True,
+) -> None:
+    """A finished run as report.py reads it: config.json and summary.json, written by hand."""
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    config = {"seed": seed, "method": {"name": method}, "dataset": {"name": dataset, **(options or {})}}
+    config["model"] = {"name": model}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    default = "best_val_worst_group" if val_groups else "best_val_avg"
+    summary = {
+        "method": method,
+        "dataset": dataset,
+        "model": model,
+        "seed": seed,
+        "protocol": {"train_group_labels": train_groups, "val_group_labels": val_groups},
+        "default_selection": default,
+        "selection": {rule: {"metrics": values} for rule, values in metrics.items()},
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def toy_runs(root: Path) -> None:
+    for seed, (val_rule, oracle) in enumerate([(0.70, 0.78), (0.74, 0.80)]):
+        fake_run(
+            root,
+            f"toy-1pct-{seed}",
+            method="toy",
+            dataset="toyset",
+            seed=seed,
+            options={"conflict_pct": 1.0},
+            metrics={
+                "best_val_worst_group": {"test/worst_group_acc": val_rule, "test/avg_acc": 0.9},
+                "oracle_test": {"test/worst_group_acc": oracle, "test/avg_acc": 0.95},
+            },
+        )
+    # Another conflict percentage: a row of its own, with no paper number.
+    fake_run(
+        root,
+        "toy-5pct-0",
+        method="toy",
+        dataset="toyset",
+        seed=0,
+        options={"conflict_pct": 5.0},
+        metrics={"best_val_worst_group": {"test/worst_group_acc": 0.9, "test/avg_acc": 0.95}},
+    )
+    fake_run(
+        root,
+        "erm-synthetic-0",
+        method="erm",
+        dataset="synthetic-waterbirds",
+        seed=0,
+        metrics={"best_val_worst_group": {"test/worst_group_acc": 0.6, "test/avg_acc": 0.85}},
+    )
+
+
+def test_comparison_records(tmp_path, register_plugin):
+    toy_runs(tmp_path)
+    with register_plugin(ToyPapers(), "toy-papers"):
+        papers = get_registry().paper_results
+        rows = aggregate(find_summaries([tmp_path]), None, split_by=paper_split_options(papers))
+        records = compare_with_papers(rows, papers)
+    by_variant = {(r["method"], r["variant"]): r for r in records}
+    assert set(by_variant) == {("toy", "conflict_pct=1"), ("toy", "conflict_pct=5"), ("erm", "")}
+    toy = by_variant["toy", "conflict_pct=1"]
+    assert toy["metric"] == "test/worst_group_acc" and toy["n"] == 2
+    assert toy["ours"]["mean"] == pytest.approx(0.72)
+    assert toy["paper"] == {"value": 0.8, "std": 0.01}
+    assert toy["difference"] == pytest.approx(-0.08)
+    assert "paper selects by oracle (max test acc), ours by best val worst-group acc" in toy["note"]
+    assert "ours under the paper's rule: 79.0 ± 1.4 (-1.0)" in toy["note"]
+    other = by_variant["toy", "conflict_pct=5"]
+    assert other["paper"] is None and "no paper number for these dataset options" in other["note"]
+    assert "conflict_pct=1" in other["note"]
+    assert "synthetic stand-in" in by_variant["erm", ""]["note"]
+
+
+def test_same_protocol_gives_no_note_and_a_different_model_does(tmp_path, register_plugin):
+    toy_runs(tmp_path)
+    with register_plugin(ToyPapers(), "toy-papers"):
+        papers = get_registry().paper_results
+        rows = aggregate(find_summaries([tmp_path]), "oracle_test", split_by=paper_split_options(papers))
+        (toy,) = [r for r in compare_with_papers(rows, papers) if r["variant"] == "conflict_pct=1"]
+        assert toy["selection"] == "oracle_test" and toy["ours"]["mean"] == pytest.approx(0.79)
+        assert toy["note"] == ""
+        for row in rows:
+            row.model = "resnet18"
+            row.protocol = {"train_group_labels": True, "val_group_labels": True}
+        (toy,) = [r for r in compare_with_papers(rows, papers) if r["variant"] == "conflict_pct=1"]
+        assert "paper's model mlp, ours resnet18" in toy["note"]
+        assert "paper trains without group labels, ours with" in toy["note"]
+
+
+def test_cli_against_paper_markdown_and_json(tmp_path, register_plugin):
+    from robust.cli import cli
+
+    toy_runs(tmp_path)
+    with register_plugin(ToyPapers(), "toy-papers"):
+        result = CliRunner().invoke(cli, ["report", str(tmp_path), "--against-paper", "--format", "markdown"])
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        assert lines[0].startswith("| method | dataset | model | selection | n | metric | ours | paper | Δ (points) |")
+        (toy,) = [line for line in lines if "toyset (conflict_pct=1)" in line]
+        cells = [cell.strip() for cell in toy.strip("|").split("|")]
+        assert cells[5:9] == ["test/worst_group_acc", "72.0 ± 2.8", "80 ± 1", "-8.0"]
+        assert cells[9] == "Toy et al., Table 2"
+        assert "paper selects by oracle (max test acc)" in cells[10] and "79.0 ± 1.4" in cells[10]
+        (none,) = [line for line in lines if "toyset (conflict_pct=5)" in line]
+        assert [c.strip() for c in none.strip("|").split("|")][7:10] == ["—", "—", "—"]
+        (synthetic,) = [line for line in lines if "synthetic-waterbirds" in line]
+        assert "| — | — | — |" in synthetic and "no paper number for this dataset" in synthetic
+
+        as_json = CliRunner().invoke(cli, ["report", str(tmp_path), "--against-paper", "--format", "json"])
+        records = json.loads(as_json.output)
+        assert {r["paper"]["value"] for r in records if r["paper"]} == {0.8}
+
+        table = CliRunner().invoke(cli, ["report", str(tmp_path), "--against-paper"])
+        assert table.exit_code == 0 and "against the papers" in table.output and "-8.0" in table.output
+
+        plain = CliRunner().invoke(cli, ["report", str(tmp_path), "--format", "markdown"])
+        assert plain.exit_code == 0 and "paper" not in plain.output
+
+
+def test_cli_against_a_registered_paper_number(tmp_path):
+    """The real data end to end: a DisEnt CMNIST 1 % run beside Table 1, under oracle selection."""
+    from robust.cli import cli
+
+    for seed, value in enumerate([0.80, 0.82]):
+        fake_run(
+            tmp_path,
+            f"disent-{seed}",
+            method="disent",
+            dataset="cmnist",
+            seed=seed,
+            options={"conflict_pct": 1.0, "image_size": 28},
+            metrics={
+                "best_val_worst_group": {"test/unbiased_acc": value - 0.1, "test/avg_acc": value - 0.1},
+                "oracle_test": {"test/unbiased_acc": value, "test/avg_acc": value},
+            },
+        )
+    result = CliRunner().invoke(
+        cli, ["report", str(tmp_path), "--against-paper", "--selection", "oracle_test", "--format", "markdown"]
+    )
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.output.splitlines() if "cmnist (conflict_pct=1)" in line]
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[6:9] == ["81.0 ± 1.4", "81.73 ± 2.34", "-0.7"]
+    assert "Table 1" in cells[9] and cells[10] == "paper number not checked against the paper's text"
+
+
+def test_render_comparison_csv(tmp_path, register_plugin):
+    toy_runs(tmp_path)
+    with register_plugin(ToyPapers(), "toy-papers"):
+        papers = get_registry().paper_results
+        rows = aggregate(find_summaries([tmp_path]), None, split_by=paper_split_options(papers))
+        text = render_comparison(compare_with_papers(rows, papers), "csv")
+    header, *lines = text.splitlines()
+    assert header.startswith("method,dataset,variant,model,selection,n,metric,ours_mean")
+    assert any(
+        line.startswith("toy,toyset,conflict_pct=1,mlp,best_val_worst_group,2,test/worst_group_acc") for line in lines
+    )
+
+
+def test_paper_result_is_plain_data():
+    result = PaperResult("m", "d", "test/avg_acc", 0.5, "S", "unknown")
+    assert result.selection_label == "not stated" and result.options_label == ""
