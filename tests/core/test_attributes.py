@@ -141,3 +141,14 @@ def test_group_agreement_scores_without_handing_out_groups(tmp_path):
         reset_registry()
     assert scores["exact"]["ari"] == pytest.approx(1.0) and scores["exact"]["worst_group_recall"] == 1.0
     assert scores["one"]["ari"] == pytest.approx(0.0) and scores["one"]["worst_group_recall"] == 0.0
+
+
+def test_report_keeps_protocols_apart(tmp_path):
+    """Runs that differ in the label protocol are separate rows, not hyperparameter candidates."""
+    from robust.report import aggregate, find_summaries
+
+    run(tmp_path / "a", "group-user")
+    run(tmp_path / "b", "group-user", val_attr="no")
+    rows = aggregate(find_summaries([tmp_path]))
+    assert sorted(r.variant for r in rows) == ["", "val groups withheld"]
+    assert all(r.candidates == 1 for r in rows)

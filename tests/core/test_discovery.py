@@ -170,3 +170,13 @@ def test_groupdro_without_groups_says_how_to_get_them(tmp_path, register_plugin)
         resolved = resolve_run_config("groupdro", dataset="plain", flags={"epochs": 1})
         with pytest.raises(ConfigError, match="robust discover"):
             Run(resolved, tmp_path / "gdro", quiet=True)
+
+
+def test_inferred_groups_with_val_groups_withheld(tmp_path):
+    """--val-attr no with dataset.groups: the inferred val groups are withheld too; selection by worst class."""
+    make(tmp_path, "erm", "erm", epochs=1)
+    out = tmp_path / "groups.csv"
+    assert CliRunner().invoke(cli, ["discover", "--from", str(tmp_path / "erm"), "--out", str(out)]).exit_code == 0
+    summary, _ = make(tmp_path, "gdro", "groupdro", sets=[f"dataset.groups={out}"], epochs=1, val_attr="no")
+    assert summary["default_selection"] == "best_val_worst_class"
+    assert "test/worst_group_acc" in summary["selection"]["last"]["metrics"]

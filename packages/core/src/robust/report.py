@@ -143,9 +143,11 @@ def aggregate(
         config = _read_config(run_dir)
         options = {k: v for k, v in (config.get("dataset") or {}).items() if k != "name"}
         split = sorted((split_by or {}).get(summary["dataset"], ()))
-        variant = ", ".join(f"{k}={format_value(options[k])}" for k in split if k in options)
+        variant = ", ".join(
+            [*(f"{k}={format_value(options[k])}" for k in split if k in options), *protocol_tags(summary)]
+        )
         key = (summary["method"], summary["dataset"], summary.get("model", ""), variant)
-        flat = _flat_config(config)
+        flat = {k: v for k, v in _flat_config(config).items() if k not in PROTOCOL_KEYS}
         hp = json.dumps(flat, sort_keys=True)
         configs[key][hp] = flat
         row = groups[key].setdefault(
@@ -175,6 +177,24 @@ def aggregate(
     return rows
 
 
+#: Config keys of the label protocol: runs that differ in them are different experiments (separate
+#: rows), not hyperparameter candidates (their validation scores are not comparable).
+PROTOCOL_KEYS = {"train_attr", "val_attr", "dataset.groups"}
+
+
+def protocol_tags(summary: dict[str, Any]) -> list[str]:
+    """How a run's label protocol differs from the default, for a row's name."""
+    protocol = summary.get("protocol", {})
+    tags = []
+    if protocol.get("train_attr") == "no":
+        tags.append("train groups withheld")
+    if protocol.get("val_attr") == "no":
+        tags.append("val groups withheld")
+    if protocol.get("inferred_groups"):
+        tags.append("inferred groups")
+    return tags
+
+
 def _validation_score(row: Row) -> float:
     metric = row.selected_by or "val/avg_acc"
     values = row.values.get(metric) or row.values.get("val/avg_acc") or [float("-inf")]
@@ -195,6 +215,11 @@ def _cell(row: Row, metric: str) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}" if len(row.values[metric]) > 1 else f"{100 * mean:.1f}"
 
 
+def _dataset_cell(row: Row) -> str:
+    """The dataset, with the variant (split-by options, a non-default label protocol) when there is one."""
+    return f"{row.dataset} ({row.variant})" if row.variant else row.dataset
+
+
 def render(rows: list[Row], metrics: list[str], fmt: str) -> str | Table:
     """Rows as a rich Table, Markdown, CSV or JSON (accuracies in percent for humans, fractions in CSV/JSON)."""
     swept = any(r.candidates > 1 for r in rows)
@@ -204,6 +229,7 @@ def render(rows: list[Row], metrics: list[str], fmt: str) -> str | Table:
             {
                 "method": r.method,
                 "dataset": r.dataset,
+                "variant": r.variant,
                 "model": r.model,
                 "selection": r.selection,
                 "seeds": r.seeds,
@@ -225,7 +251,7 @@ def render(rows: list[Row], metrics: list[str], fmt: str) -> str | Table:
             + [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
         )
         for r in rows:
-            cells: list[Any] = [r.method, r.dataset, r.model, r.selection, len(r.seeds), r.hyper]
+            cells: list[Any] = [r.method, _dataset_cell(r), r.model, r.selection, len(r.seeds), r.hyper]
             for m in metrics:
                 stats = r.mean_std(m)
                 cells += [f"{stats[0]:.6f}", f"{stats[1]:.6f}"] if stats else ["", ""]
@@ -234,7 +260,7 @@ def render(rows: list[Row], metrics: list[str], fmt: str) -> str | Table:
     body = [
         [
             r.method,
-            r.dataset,
+            _dataset_cell(r),
             r.model,
             LABELS.get(r.selection, r.selection),
             str(len(r.seeds)),
