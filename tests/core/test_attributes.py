@@ -152,3 +152,18 @@ def test_report_keeps_protocols_apart(tmp_path):
     rows = aggregate(find_summaries([tmp_path]))
     assert sorted(r.variant for r in rows) == ["", "val groups withheld"]
     assert all(r.candidates == 1 for r in rows)
+
+
+def test_report_keeps_other_data_apart(tmp_path):
+    """Runs on other data (a dataset option that differs: another CSV file, another conflict ratio)
+    are separate rows named by that option, never hyperparameter candidates of one another."""
+    from robust.report import aggregate, find_summaries
+
+    for n, lr in ((96, 0.05), (64, 0.05), (64, 0.01)):
+        sets = ["train.batch_size=32", f"dataset.n_train={n}", f"lr={lr}"]
+        resolved = resolve_run_config("erm", dataset="tiny", sets=sets, flags={"epochs": 1})
+        Run(resolved, tmp_path / f"n{n}-lr{lr}", quiet=True).fit()
+    rows = {r.variant: r for r in aggregate(find_summaries([tmp_path]))}
+    assert set(rows) == {"n_train=96", "n_train=64"}
+    assert rows["n_train=64"].candidates == 2 and rows["n_train=96"].candidates == 1
+    assert rows["n_train=64"].hyper.startswith("lr=")

@@ -130,19 +130,23 @@ def aggregate(
     Where runs of one method, dataset and model differ in configuration beyond the seed (a sweep),
     the configuration is chosen as DomainBed and SubpopBench do: the best mean over seeds of the
     validation worst-group accuracy when the validation groups are known, of the validation average
-    accuracy when not; its test metrics are reported. ``split_by`` maps a dataset to option names
-    (``{"cmnist": ["conflict_pct"]}``) whose values make separate rows instead of sweep candidates.
+    accuracy when not; its test metrics are reported. Runs on other data are other rows, never
+    candidates: dataset options that differ between runs of a dataset (``conflict_pct``, a CSV
+    dataset's ``metadata``) name the row, as do ``split_by``'s (``{"cmnist": ["conflict_pct"]}``),
+    and so does a non-default label protocol.
     """
     groups: dict[tuple[Any, ...], dict[str, Row]] = defaultdict(dict)
     configs: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = defaultdict(dict)
+    run_configs = {run_dir: _read_config(run_dir) for run_dir, _ in summaries}
+    varying = _varying_dataset_options(summaries, run_configs)
     for run_dir, summary in summaries:
         rule = selection or summary.get("default_selection", "last")
         chosen = summary.get("selection", {}).get(rule)
         if chosen is None:
             continue
-        config = _read_config(run_dir)
+        config = run_configs[run_dir]
         options = {k: v for k, v in (config.get("dataset") or {}).items() if k != "name"}
-        split = sorted((split_by or {}).get(summary["dataset"], ()))
+        split = sorted(set((split_by or {}).get(summary["dataset"], ())) | varying.get(summary["dataset"], set()))
         variant = ", ".join(
             [*(f"{k}={format_value(options[k])}" for k in split if k in options), *protocol_tags(summary)]
         )
@@ -175,6 +179,21 @@ def aggregate(
         best.selected_by = best.selected_by or "val/avg_acc"
         rows.append(best)
     return rows
+
+
+def _varying_dataset_options(
+    summaries: list[tuple[Path, dict[str, Any]]], configs: dict[Path, dict[str, Any]]
+) -> dict[str, set[str]]:
+    """Per dataset, the options whose value differs between its runs (other data, not a hyperparameter)."""
+    seen: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run_dir, summary in summaries:
+        options = {k: v for k, v in (configs[run_dir].get("dataset") or {}).items() if k not in ("name", "groups")}
+        seen[summary["dataset"]].append(options)
+    varying = {}
+    for dataset, runs in seen.items():
+        keys = {k for options in runs for k in options}
+        varying[dataset] = {k for k in keys if len({json.dumps(o.get(k), sort_keys=True) for o in runs}) > 1}
+    return varying
 
 
 #: Config keys of the label protocol: runs that differ in them are different experiments (separate
