@@ -142,3 +142,21 @@ def test_report_selects_hyperparameters_by_validation_then_reports_test(tmp_path
     assert row.values["test/worst_group_acc"] == expected_test and sorted(row.seeds) == [0, 1]
     markdown = render([row], ["test/worst_group_acc"], "markdown")
     assert f"lr={expected_lr} (best of 2 by {row.selected_by})" in markdown
+
+
+def test_a_sweep_run_over_two_processes(tmp_path):
+    """nproc = 2: submitit starts each run as a job of two tasks that train one data-parallel run."""
+    from robust.sweep import launch
+
+    text = (
+        SPEC.split("[grid]")[0]
+        .replace("seeds = [0, 1]", "seeds = [0]\nnproc = 2")
+        .replace("[set]", '[set]\ndevice = "cpu"')
+    )
+
+    spec = SweepSpec.from_toml(write_spec(tmp_path, text))
+    assert spec.nproc == 2
+    outcomes = launch(spec, tmp_path / "sweep", parallel=1, progress=lambda _: None)
+    assert list(outcomes.values()) == ["trained"]
+    summary = json.loads(finished(tmp_path / "sweep")[0].read_text())
+    assert summary["train"]["processes"] == 2

@@ -8,6 +8,7 @@ A spec::
     datasets = ["synthetic-waterbirds"]
     seeds = [0, 1, 2]
     epochs = 8                       # optional: --epochs of every run
+    nproc = 1                        # optional: processes per run (data-parallel, one per GPU)
     [set]                            # options of every run (--set KEY=VALUE)
     "dataset.image_size" = 32
     [grid]                           # every combination of these lists
@@ -18,7 +19,9 @@ A spec::
 Each run lives in ``SWEEP_DIR/METHOD/DATASET/HP/seedS`` where ``HP`` names the grid values
 (``lr=0.001,lambda_=0.5``; ``default`` without a grid). A run with a ``summary.json`` is done and
 skipped; one with a ``config.json`` but no summary was interrupted and resumes from its
-checkpoint; the others start.
+checkpoint; the others start. With ``nproc`` > 1 each run is one job of that many tasks
+(submitit's ``tasks_per_node``, local processes or Slurm tasks) that join one process group: the
+run is data-parallel exactly as under torchrun (:mod:`robust.distributed`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 
 from robust.errors import ConfigError
 
-KEYS = {"methods", "datasets", "seeds", "epochs", "steps", "set", "grid", "methods_grid", "name"}
+KEYS = {"methods", "datasets", "seeds", "epochs", "steps", "set", "grid", "methods_grid", "name", "nproc"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class SweepSpec:
     grid: dict[str, list[Any]] = field(default_factory=dict)
     methods_grid: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     flags: dict[str, Any] = field(default_factory=dict)
+    #: Processes per run (data-parallel, one per GPU): submitit starts them as the job's tasks.
+    nproc: int = 1
 
     @classmethod
     def from_toml(cls, path: str | Path) -> SweepSpec:
@@ -108,6 +113,9 @@ class SweepSpec:
                         f"(e.g. {key} = [0.1, 0.01])."
                     )
         flags = {k: data[k] for k in ("epochs", "steps") if k in data}
+        nproc = data.get("nproc", 1)
+        if not isinstance(nproc, int) or nproc < 1:
+            raise ConfigError(f"Sweep spec {str(path)!r}: nproc must be a positive integer (processes per run).")
         return cls(
             methods=list(data["methods"]),
             datasets=list(data["datasets"]),
@@ -116,6 +124,7 @@ class SweepSpec:
             grid=dict(data.get("grid", {})),
             methods_grid={m: dict(g) for m, g in data.get("methods_grid", {}).items()},
             flags=flags,
+            nproc=nproc,
         )
 
     def runs(self) -> list[SweepRun]:
@@ -134,24 +143,51 @@ class SweepSpec:
 
 
 def run_one(run: SweepRun, out: str) -> str:
-    """Train one run of a sweep (in the worker process): start it, or resume it if it was interrupted."""
+    """Train one run of a sweep (in the worker process): start it, or resume it if it was interrupted.
+    A job with several tasks (``nproc``) is one data-parallel run: its tasks join one process group."""
+    from robust import distributed
     from robust.engine import Run
     from robust.resolve import resolve_run_config
     from robust.results import RunDir
 
+    def resolve(base):
+        return resolve_run_config(
+            run.method,
+            dataset=run.dataset,
+            sets=run.all_sets(),
+            flags={**dict(run.flags), "seed": run.seed},
+            base=base,
+        )
+
     run_dir = RunDir(out)
-    if run_dir.is_finished():
-        return "skipped"
-    resume = run_dir.config_path.is_file()
-    resolved = resolve_run_config(
-        run.method,
-        dataset=run.dataset,
-        sets=run.all_sets(),
-        flags={**dict(run.flags), "seed": run.seed},
-        base=run_dir.read_config() if resume else None,
-    )
-    Run(resolved, out, resume=resume, quiet=True).fit()
+    tasks = _job_tasks()
+    if tasks > 1:  # torchrun's variables from submitit's job environment, then the process group
+        import submitit
+
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        distributed.setup(resolve(None).config.device)
+    try:
+        # Rank 0 decides for every task (another task could see the config.json rank 0 just wrote).
+        state = distributed.broadcast_object(
+            "finished" if run_dir.is_finished() else "resume" if run_dir.config_path.is_file() else "new"
+        )
+        if state == "finished":
+            return "skipped"
+        resume = state == "resume"
+        Run(resolve(run_dir.read_config() if resume else None), out, resume=resume, quiet=True).fit()
+    finally:
+        distributed.teardown()
     return "resumed" if resume else "trained"
+
+
+def _job_tasks() -> int:
+    """Tasks of the submitit job this process belongs to (1 outside one)."""
+    try:
+        import submitit
+
+        return submitit.JobEnvironment().num_tasks
+    except RuntimeError:  # not in a submitit job
+        return 1
 
 
 class ResumableRun:
@@ -209,6 +245,7 @@ def launch(
         ex = submitit.AutoExecutor(folder=logs, cluster="slurm")
         params: dict[str, Any] = {
             "timeout_min": options.timeout_min,
+            "tasks_per_node": spec.nproc,
             "cpus_per_task": options.cpus,
             "gpus_per_node": options.gpus,
             "slurm_array_parallelism": options.array_parallelism,
@@ -218,11 +255,11 @@ def launch(
         ex.update_parameters(**params)
         with ex.batch():  # one array job
             jobs = {r.name: ex.submit(ResumableRun(r, str(root / r.name))) for r in todo}
-        return {name: job.result() for name, job in jobs.items()}
+        return {name: job.results()[0] for name, job in jobs.items()}
     if executor != "local":
         raise ConfigError(f"Unknown executor {executor!r}: expected local or slurm.")
     local = submitit.LocalExecutor(folder=logs)
-    local.update_parameters(timeout_min=24 * 60)
+    local.update_parameters(timeout_min=24 * 60, tasks_per_node=spec.nproc)
     outcomes: dict[str, str] = {}
     queue, running = list(todo), {}
     while queue or running:
@@ -233,7 +270,7 @@ def launch(
         for name, job in list(running.items()):
             if job.done():
                 try:
-                    outcomes[name] = job.result()
+                    outcomes[name] = job.results()[0]  # a run over several tasks: rank 0 speaks
                 except Exception as exc:
                     outcomes[name] = (
                         f"failed ({str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__})"

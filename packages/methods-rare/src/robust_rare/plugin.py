@@ -7,7 +7,7 @@ from typing import Any
 from robust import hookimpl
 from robust_rare.names import parse_name
 
-RARE_PAPER = "Yang, Gupta, Chaudhuri et al. Understanding Rare Spurious Correlations in Neural Networks."
+RARE_PAPER = "Yang, Chou, Chaudhuri. Understanding Rare Spurious Correlations in Neural Networks."
 
 
 @hookimpl
