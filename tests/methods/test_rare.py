@@ -338,6 +338,28 @@ def test_sweep_command_end_to_end(tmp_path):
     assert result.exit_code != 0 and "Unknown mitigation" in result.output
 
 
+def test_sweep_with_the_local_executor(tmp_path):
+    """--executor local: the cells go to the core's sweep executor (submitit processes) and are scored after."""
+    from robust_rare.sweep import SweepSpec, run_sweep
+
+    spec = SweepSpec(
+        dataset="synthetic-cmnist",
+        patterns=["v1"],
+        counts=[0, 2],
+        seeds=[0],
+        target=1,
+        mitigations=["none"],
+        model="mlp",
+        epochs=1,
+        sets=["dataset.n_train=300", "dataset.n_val=50", "dataset.n_test=50", "train.num_workers=0", "device=cpu"],
+    )
+    rows = run_sweep(spec, tmp_path, progress=lambda line: None, executor="local", parallel=2)
+    assert [(r["pattern"], r["n"]) for r in rows] == [("v1", 0), ("v1", 2)]
+    config = json.loads((tmp_path / "synthetic-cmnistv1-2-1-0" / "none" / "config.json").read_text())
+    assert config["model"]["name"] == "mlp" and config["train"]["epochs"] == 1
+    assert (tmp_path / ".submitit").is_dir()
+
+
 # -- removal: influence and retraining ---------------------------------------------------------
 
 

@@ -231,21 +231,44 @@ def launch(
     progress: Callable[[str], None] = print,
 ) -> dict[str, str]:
     """Run every unfinished run of ``spec`` under ``root``; ``{run name: outcome}``."""
-    import submitit
-
     root.mkdir(parents=True, exist_ok=True)
     todo = pending(spec, root)
     total = len(spec.runs())
     progress(f"{total - len(todo)} of {total} runs already done; {len(todo)} to run ({executor}).")
-    if not todo:
+    return execute(
+        {r.name: (r, root / r.name) for r in todo},
+        root / ".submitit",
+        executor=executor,
+        parallel=parallel,
+        slurm=slurm,
+        nproc=spec.nproc,
+        progress=progress,
+    )
+
+
+def execute(
+    runs: dict[str, tuple[SweepRun, Path]],
+    logs: Path,
+    *,
+    executor: str = "local",
+    parallel: int = 2,
+    slurm: SlurmOptions | None = None,
+    nproc: int = 1,
+    progress: Callable[[str], None] = print,
+) -> dict[str, str]:
+    """Train ``runs`` (name -> run and its directory) with submitit; ``{name: outcome}``. For any
+    command that expands its own grid (``robust rare sweep``): finished runs are skipped, interrupted
+    ones resume, a failure does not stop the others and ends in one error naming them."""
+    import submitit
+
+    if not runs:
         return {}
-    logs = root / ".submitit"
     if executor == "slurm":
         options = slurm or SlurmOptions()
         ex = submitit.AutoExecutor(folder=logs, cluster="slurm")
         params: dict[str, Any] = {
             "timeout_min": options.timeout_min,
-            "tasks_per_node": spec.nproc,
+            "tasks_per_node": nproc,
             "cpus_per_task": options.cpus,
             "gpus_per_node": options.gpus,
             "slurm_array_parallelism": options.array_parallelism,
@@ -254,18 +277,18 @@ def launch(
             params["slurm_partition"] = options.partition
         ex.update_parameters(**params)
         with ex.batch():  # one array job
-            jobs = {r.name: ex.submit(ResumableRun(r, str(root / r.name))) for r in todo}
+            jobs = {name: ex.submit(ResumableRun(run, str(out))) for name, (run, out) in runs.items()}
         return {name: job.results()[0] for name, job in jobs.items()}
     if executor != "local":
         raise ConfigError(f"Unknown executor {executor!r}: expected local or slurm.")
     local = submitit.LocalExecutor(folder=logs)
-    local.update_parameters(timeout_min=24 * 60, tasks_per_node=spec.nproc)
+    local.update_parameters(timeout_min=24 * 60, tasks_per_node=nproc)
     outcomes: dict[str, str] = {}
-    queue, running = list(todo), {}
+    queue, running = list(runs.items()), {}
     while queue or running:
         while queue and len(running) < max(1, parallel):
-            run = queue.pop(0)
-            running[run.name] = local.submit(run_one, run, str(root / run.name))
+            name, (run, out) = queue.pop(0)
+            running[name] = local.submit(run_one, run, str(out))
         time.sleep(0.2)
         for name, job in list(running.items()):
             if job.done():
@@ -280,7 +303,7 @@ def launch(
     failed = sorted(n for n, o in outcomes.items() if o.startswith("failed"))
     if failed:
         raise ConfigError(
-            f"{len(failed)} of {len(todo)} runs failed ({', '.join(failed[:5])}{'...' if len(failed) > 5 else ''}); "
+            f"{len(failed)} of {len(runs)} runs failed ({', '.join(failed[:5])}{'...' if len(failed) > 5 else ''}); "
             f"their logs are in {logs}. Fix the cause and launch the sweep again: finished runs are kept."
         )
     return outcomes

@@ -143,6 +143,18 @@ def _csv(kind: type, text: str, what: str) -> list[Any]:
 @click.option("--epochs", type=int, default=70, show_default=True, help="Epochs of every run (the study: 70).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Extra option for every run (repeatable).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep directory (re-launch to resume).")
+@click.option(
+    "--executor",
+    type=click.Choice(["inline", "local", "slurm"]),
+    default="inline",
+    show_default=True,
+    help="inline: one run after another in this process; local: --parallel processes; slurm: an array job "
+    "(robust sweep's executors, submitit).",
+)
+@click.option("--parallel", type=int, default=2, show_default=True, help="local: runs at the same time.")
+@click.option("--partition", help="slurm: partition.")
+@click.option("--gpus", type=int, default=0, show_default=True, help="slurm: GPUs per run.")
+@click.option("--time-min", type=int, default=60, show_default=True, help="slurm: time limit per job (minutes).")
 def sweep_command(
     dataset: str,
     patterns: str,
@@ -154,6 +166,11 @@ def sweep_command(
     epochs: int,
     sets: tuple[str, ...],
     out: str,
+    executor: str,
+    parallel: int,
+    partition: str | None,
+    gpus: int,
+    time_min: int,
 ) -> None:
     """The study's grid as ordinary runs under OUT, then the spurious score of each: results.csv, a table
     (mean ± standard error over seeds) and spurious_score.png (score against planted examples)."""
@@ -176,7 +193,12 @@ def sweep_command(
     )
     root = Path(out)
     console = Console(stderr=True)
-    rows = run_sweep(spec, root, progress=lambda line: console.print(line))
+    from robust.sweep import SlurmOptions
+
+    slurm = SlurmOptions(partition=partition, gpus=gpus, timeout_min=time_min)
+    rows = run_sweep(
+        spec, root, progress=lambda line: console.print(line), executor=executor, parallel=parallel, slurm=slurm
+    )
     summary = summarise(rows)
     table = Table(title=f"spurious score on {dataset} (target class {target}), mean ± s.e. over seeds")
     for col in ("pattern", "mitigation", "planted", "runs", "spurious score", "clean acc"):

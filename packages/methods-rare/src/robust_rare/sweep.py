@@ -22,6 +22,9 @@ from typing import Any
 
 from robust.atomic import atomic_write
 from robust.errors import ConfigError
+from robust.results import RunDir
+from robust.sweep import SlurmOptions, execute, run_one
+from robust.sweep import SweepRun as CoreRun
 
 # The reference's MultiStepLR milestones by total epochs (spurious_ml/models/torch_utils).
 MILESTONES = [
@@ -123,30 +126,21 @@ class SweepSpec:
         return [*base, *parse_mitigation(cell.mitigation)[1], *self.sets]
 
 
-def run_cell(spec: SweepSpec, cell: Cell, root: Path) -> Path:
-    """Train (or resume, or keep) the run of ``cell``; its directory."""
-    from robust.engine import Run
-    from robust.resolve import resolve_run_config
-    from robust.results import RunDir
+def cell_dataset(spec: SweepSpec, cell: Cell) -> str:
+    """The dataset name of a cell: the reference's planted name, or the clean dataset."""
+    return spec.dataset if cell.pattern is None else f"{spec.dataset}{cell.pattern}-{cell.n}-{spec.target}-{cell.seed}"
 
+
+def cell_run(spec: SweepSpec, cell: Cell) -> CoreRun:
+    """A cell as an ordinary run of the core's sweeps (ERM with the study's recipe)."""
+    sets = [*spec.run_sets(cell), *([f"model.name={spec.model}"] if spec.model else [])]
+    return CoreRun("erm", cell_dataset(spec, cell), 0, (), tuple(sets), (("epochs", spec.epochs),))
+
+
+def run_cell(spec: SweepSpec, cell: Cell, root: Path) -> Path:
+    """Train (or resume, or keep) the run of ``cell`` in this process; its directory."""
     out = root / cell.directory(spec.dataset, spec.target)
-    run_dir = RunDir(out)
-    if run_dir.is_finished():
-        return out
-    dataset = (
-        spec.dataset if cell.pattern is None else f"{spec.dataset}{cell.pattern}-{cell.n}-{spec.target}-{cell.seed}"
-    )
-    resume = run_dir.config_path.is_file()
-    base = run_dir.read_config() if resume else None
-    resolved = resolve_run_config(
-        "erm",
-        dataset=dataset,
-        model=spec.model,
-        sets=spec.run_sets(cell),
-        flags={"epochs": spec.epochs, "seed": 0},
-        base=base,
-    )
-    Run(resolved, out, resume=resume, quiet=True).fit()
+    run_one(cell_run(spec, cell), str(out))
     return out
 
 
@@ -160,15 +154,38 @@ def score_cell(spec: SweepSpec, cell: Cell, run_dir: Path, pattern: str) -> dict
     return {"pattern": pattern, "n": cell.n, "seed": seed, "mitigation": cell.mitigation, **result}
 
 
-def run_sweep(spec: SweepSpec, root: Path, progress: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Every run of the grid (skipping finished ones), then every score; the rows of results.csv."""
-    rows = []
+def run_sweep(
+    spec: SweepSpec,
+    root: Path,
+    progress: Callable[[str], None] = print,
+    *,
+    executor: str = "inline",
+    parallel: int = 2,
+    slurm: SlurmOptions | None = None,
+) -> list[dict[str, Any]]:
+    """Every run of the grid (skipping finished ones), then every score; the rows of results.csv.
+
+    ``inline`` trains the runs one after another in this process; ``local`` and ``slurm`` hand them
+    to the core's sweep executors (submitit: parallel local processes, or a Slurm array job)."""
     cells = spec.cells()
-    for i, cell in enumerate(cells, start=1):
-        progress(f"[{i}/{len(cells)}] {cell.directory(spec.dataset, spec.target)}")
-        run_dir = run_cell(spec, cell, root)
+    directories = {cell: root / cell.directory(spec.dataset, spec.target) for cell in cells}
+    if executor == "inline":
+        for i, cell in enumerate(cells, start=1):
+            progress(f"[{i}/{len(cells)}] {cell.directory(spec.dataset, spec.target)}")
+            run_cell(spec, cell, root)
+    else:
+        todo = {
+            cell.directory(spec.dataset, spec.target): (cell_run(spec, cell), out)
+            for cell, out in directories.items()
+            if not RunDir(out).is_finished()
+        }
+        progress(f"{len(cells) - len(todo)} of {len(cells)} runs already done; {len(todo)} to run ({executor}).")
+        root.mkdir(parents=True, exist_ok=True)
+        execute(todo, root / ".submitit", executor=executor, parallel=parallel, slurm=slurm, progress=progress)
+    rows = []
+    for cell in cells:
         for pattern in [cell.pattern] if cell.pattern is not None else spec.patterns:
-            rows.append(score_cell(spec, cell, run_dir, pattern))
+            rows.append(score_cell(spec, cell, directories[cell], pattern))
     write_results(rows, root / "results.csv")
     return rows
 
