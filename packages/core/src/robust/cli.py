@@ -19,6 +19,7 @@ import click
 
 from robust import __version__
 from robust.errors import RobustError
+from robust.sweep import SlurmOptions, executor_options
 
 
 class RobustGroup(click.Group):
@@ -440,27 +441,13 @@ def discover(
     "--out", required=True, type=click.Path(file_okay=False), help="Sweep directory (launch again to resume)."
 )
 @click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
-@click.option("--parallel", type=int, default=2, show_default=True, help="local: runs at the same time.")
-@click.option("--partition", help="slurm: partition.")
-@click.option("--gpus", type=int, default=0, show_default=True, help="slurm: GPUs per run.")
-@click.option("--time-min", type=int, default=60, show_default=True, help="slurm: time limit per job (minutes).")
-@click.option("--array-parallelism", type=int, default=64, show_default=True, help="slurm: array jobs at once.")
-def sweep(
-    spec: str,
-    out: str,
-    executor: str,
-    parallel: int,
-    partition: str | None,
-    gpus: int,
-    time_min: int,
-    array_parallelism: int,
-) -> None:
+@executor_options
+def sweep(spec: str, out: str, executor: str, parallel: int, slurm: SlurmOptions) -> None:
     """Run the grid of SPEC (TOML: methods, datasets, seeds, [set], [grid]) as ordinary runs under OUT with
     submitit: local processes or Slurm array jobs (requeued on preemption, resuming from checkpoints). Runs
     that finished are skipped, interrupted ones resume: launch the same command again after a failure."""
-    from robust.sweep import SlurmOptions, SweepSpec, launch
+    from robust.sweep import SweepSpec, launch
 
-    slurm = SlurmOptions(partition=partition, gpus=gpus, timeout_min=time_min, array_parallelism=array_parallelism)
     outcomes = launch(
         SweepSpec.from_toml(spec), Path(out), executor=executor, parallel=parallel, slurm=slurm, progress=click.echo
     )

@@ -215,6 +215,34 @@ class SlurmOptions:
     array_parallelism: int = 64
 
 
+def executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The executors' command-line options, for every command that launches a grid of runs (`robust
+    sweep`, `robust rare sweep`): --parallel (local processes) and --partition, --gpus, --time-min,
+    --array-parallelism (Slurm). The command receives ``parallel`` and ``slurm`` (:class:`SlurmOptions`).
+    Place it right above the function, under the command's own options."""
+    import functools
+
+    import click
+
+    @functools.wraps(command)
+    def with_slurm(*args: Any, partition: str | None, gpus: int, time_min: int, array_parallelism: int, **kwargs: Any):
+        slurm = SlurmOptions(partition=partition, gpus=gpus, timeout_min=time_min, array_parallelism=array_parallelism)
+        return command(*args, slurm=slurm, **kwargs)
+
+    options = [
+        click.option("--parallel", type=int, default=2, show_default=True, help="local: runs at the same time."),
+        click.option("--partition", help="slurm: partition."),
+        click.option("--gpus", type=int, default=0, show_default=True, help="slurm: GPUs per run."),
+        click.option(
+            "--time-min", type=int, default=60, show_default=True, help="slurm: time limit per job (minutes)."
+        ),
+        click.option("--array-parallelism", type=int, default=64, show_default=True, help="slurm: array jobs at once."),
+    ]
+    for option in reversed(options):
+        with_slurm = option(with_slurm)
+    return with_slurm
+
+
 def pending(spec: SweepSpec, root: Path) -> list[SweepRun]:
     from robust.results import RunDir
 

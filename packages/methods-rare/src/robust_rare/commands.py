@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from robust.sweep import SlurmOptions, executor_options
+
 
 @click.group()
 def rare() -> None:
@@ -151,10 +153,7 @@ def _csv(kind: type, text: str, what: str) -> list[Any]:
     help="inline: one run after another in this process; local: --parallel processes; slurm: an array job "
     "(robust sweep's executors, submitit).",
 )
-@click.option("--parallel", type=int, default=2, show_default=True, help="local: runs at the same time.")
-@click.option("--partition", help="slurm: partition.")
-@click.option("--gpus", type=int, default=0, show_default=True, help="slurm: GPUs per run.")
-@click.option("--time-min", type=int, default=60, show_default=True, help="slurm: time limit per job (minutes).")
+@executor_options
 def sweep_command(
     dataset: str,
     patterns: str,
@@ -168,9 +167,7 @@ def sweep_command(
     out: str,
     executor: str,
     parallel: int,
-    partition: str | None,
-    gpus: int,
-    time_min: int,
+    slurm: SlurmOptions,
 ) -> None:
     """The study's grid as ordinary runs under OUT, then the spurious score of each: results.csv, a table
     (mean ± standard error over seeds) and spurious_score.png (score against planted examples)."""
@@ -193,9 +190,6 @@ def sweep_command(
     )
     root = Path(out)
     console = Console(stderr=True)
-    from robust.sweep import SlurmOptions
-
-    slurm = SlurmOptions(partition=partition, gpus=gpus, timeout_min=time_min)
     rows = run_sweep(
         spec, root, progress=lambda line: console.print(line), executor=executor, parallel=parallel, slurm=slurm
     )
