@@ -36,6 +36,11 @@ class AttributeProtocol:
     train_attr: str
     val_attr: str
 
+    def gives(self, split: str) -> bool:
+        """Whether the method may see ``split``'s group labels: training splits (and auxiliary sets)
+        when the protocol gives train groups, val when it also keeps val groups, test never."""
+        return self.train and (self.val if split == "val" else split != "test")
+
     def record(self, val_groups_known: bool) -> dict[str, Any]:
         """The protocol as ``summary.json`` records it."""
         return {
@@ -79,9 +84,6 @@ def method_view(bundle: DatasetBundle, protocol: AttributeProtocol) -> DatasetBu
     """What the method is given: group labels of training data (every split but val and test, and
     auxiliary sets) only when ``protocol.train``; of val only when it also keeps val groups; never
     of test."""
-    splits = {}
-    for name, split in bundle.splits.items():
-        keep = protocol.train and (protocol.val if name == "val" else name != "test")
-        splits[name] = split if keep else without_groups(split)
+    splits = {name: split if protocol.gives(name) else without_groups(split) for name, split in bundle.splits.items()}
     aux = {name: split if protocol.train else without_groups(split) for name, split in bundle.aux.items()}
     return dataclasses.replace(bundle, splits=splits, aux=aux)

@@ -217,12 +217,10 @@ class Run:
 
         Group and bias labels are included only when the protocol gives them to the method.
         """
-        loader = self._loader(split, batch_size or self.train_config.eval_batch_size, expose_groups=self._gives(split))
+        loader = self._loader(
+            split, batch_size or self.train_config.eval_batch_size, expose_groups=self.protocol.gives(split)
+        )
         return loader.batches(loader.sequential())
-
-    def _gives(self, split: str) -> bool:
-        """Whether the method may see ``split``'s group labels (``robust.attributes``)."""
-        return self.protocol.train and (self.protocol.val if split == "val" else split != "test")
 
     def group_agreement(self, assignment: Tensor, split: str = "train") -> dict[str, float] | None:
         """How well ``assignment`` (one id per sample of ``split``: clusters, inferred groups) matches
@@ -301,7 +299,7 @@ class Run:
             self._train_loaders[key] = self._loader(
                 phase.split,
                 batch_size,
-                expose_groups=self._gives(phase.split),
+                expose_groups=self.protocol.gives(phase.split),
                 augmentation=augmentation,
                 input_noise=self.train_config.input_noise,
             )
