@@ -19,6 +19,7 @@ from torch import Tensor
 from robust.data import Batch
 from robust.distributed import all_reduce_sum
 from robust.erm import ERM, ERMConfig
+from robust.errors import ConfigError
 from robust.method import MethodContext
 
 
@@ -57,7 +58,11 @@ class GroupDRO(ERM):
         super().__init__(config, ctx)
         groups = ctx.data.splits["train"].groups
         if groups is None:
-            raise_no_groups(ctx)
+            raise ConfigError(
+                f"groupdro needs group labels on the training split, and dataset {ctx.info.name!r} has none. Give "
+                "it inferred groups: `robust discover --from RUN_DIR --out groups.csv` on an ERM run of this "
+                "dataset, then --set dataset.groups=groups.csv."
+            )
         # Inferred groups (label x cluster) have their own count; annotated ones the dataset's.
         inferred = ctx.info.extra.get("inferred_groups") is not None
         self.num_groups = int(groups.max()) + 1 if inferred else ctx.info.num_groups
@@ -87,13 +92,3 @@ class GroupDRO(ERM):
         loss = group_loss @ self.q
         self.optimize(loss, clip_grad_norm=self.config.clip_grad_norm)
         return {"loss": loss.detach(), "worst_group_loss": observed[batch_sums[1] > 0].max()}
-
-
-def raise_no_groups(ctx: MethodContext) -> None:
-    from robust.errors import ConfigError
-
-    raise ConfigError(
-        f"groupdro needs group labels on the training split, and dataset {ctx.info.name!r} has none. Give it "
-        "inferred groups: `robust discover --from RUN_DIR --out groups.csv` on an ERM run of this dataset, then "
-        "--set dataset.groups=groups.csv."
-    )
