@@ -203,7 +203,7 @@ def info(name: str, kind: str | None) -> None:
             ]
             console.print(
                 "every dataset also takes the protocol options (--set dataset.KEY=VALUE): frac, meta_per_class, "
-                "imb_factor, noise, noise_ratio, protocol_seed, mask_provider (see robust/protocols.py)"
+                "imb_factor, noise, noise_ratio, protocol_seed, mask_provider, mask_weights, groups (see robust/protocols.py)"
                 + (
                     f"; and the options of the installed dataset transforms ({'; '.join(transforms)})"
                     if transforms

@@ -101,7 +101,8 @@ class Run:
             self._all_data = self._load_data()
         self.data = engine_view(self._all_data, self.protocol)  # val groups only where the protocol keeps them
         self.info = self.data.info
-        self.method: Method = method_cls(method_config, self._context())
+        self.method_context = self._context()
+        self.method: Method = method_cls(method_config, self.method_context)
         if self.train_config.init_from and not resume:
             self._init_classifier(self.train_config.init_from)
         self.method.to(self.device)
@@ -628,6 +629,7 @@ class Run:
                 "inferred_groups": self.info.extra.get("inferred_groups"),
                 "val_used_for_training": val_trained,
             },
+            "opt_outs": self.method_context.opt_outs,
             "default_selection": default,
             "selection": selection,
             "train": {

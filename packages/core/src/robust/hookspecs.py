@@ -95,6 +95,8 @@ def register_mask_providers(register: Register) -> None:
     not normalised) and returns a uint8 tensor ``(N, 1, H, W)``: 255 = foreground, 0 = background
     (the layout of ``ArraySplit.masks``). Methods that need masks (CLP) take a provider's name as an
     option and call it once at the start of a run. It must be deterministic (resume recomputes it).
+    The reference may name a class instead (a model with weights): it is instantiated with no
+    arguments, or with ``weights=PATH`` from ``dataset.mask_weights``, and the instance is called.
     """
 
 

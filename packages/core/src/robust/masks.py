@@ -64,8 +64,20 @@ def with_provider_masks(split: Split, provider: MaskProvider, name: str = "mask 
     raise TypeError(f"cannot add masks to a {type(split).__name__}")
 
 
-def get_mask_provider(name: str) -> MaskProvider:
-    """The provider registered under ``name`` (a clear error with suggestions otherwise)."""
+def get_mask_provider(name: str, weights: str | None = None) -> MaskProvider:
+    """The provider registered under ``name`` (a clear error with suggestions otherwise).
+
+    A provider registered as a class (a model with weights to load) is instantiated, with
+    ``weights=`` (``dataset.mask_weights``) when given; a function is used as it is.
+    """
     from robust.registry import get_registry
 
-    return get_registry().get("mask_provider", name).load()
+    provider = get_registry().get("mask_provider", name).load()
+    if isinstance(provider, type):
+        return provider(weights=weights) if weights is not None else provider()
+    if weights is not None:
+        raise DataError(
+            f"dataset.mask_weights is for mask providers that load a model; {name!r} is a function that takes no "
+            "weights. Leave mask_weights out, or choose a model-based provider (robust list mask-providers)."
+        )
+    return provider

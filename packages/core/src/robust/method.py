@@ -23,7 +23,7 @@ optimizer registered with :meth:`Method.add_optimizer` are averaged before each 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -83,6 +83,14 @@ class MethodContext:
     #: ``group_agreement(assignment, split="train")``: how inferred groups match the true ones (ARI,
     #: purity, worst-group recall), or None; the true groups themselves may be withheld.
     group_agreement: Callable[..., dict[str, float] | None] = lambda assignment, split="train": None
+    #: What the run explicitly leaves out of the method's paper (:mod:`robust.fidelity`): written to
+    #: summary.json, marked by ``robust report``, never compared with the paper.
+    opt_outs: list[dict[str, str]] = field(default_factory=list)
+
+    def record_opt_out(self, option: str, detail: str) -> None:
+        """Record that the user's ``option`` switched off part of the paper's method (``detail`` says what)."""
+        self.opt_outs.append({"option": option, "detail": detail})
+        self.log(f"[yellow]opt-out {option}: {detail}. This run is not the paper's method.[/yellow]")
 
     @property
     def num_train(self) -> int:

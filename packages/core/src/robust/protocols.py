@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CORRUPTIONS = ("unif", "flip", "flip2", "hierarchical")
 FLIP_SEED = 1  # Meta-Weight-Net's fixed seed for the flip pattern
@@ -297,6 +297,11 @@ class ProtocolOptions(BaseModel):
         description="Foreground masks of the training split and the meta set from this registered mask provider "
         "(robust list mask-providers), for datasets without masks.",
     )
+    mask_weights: str | None = Field(
+        None,
+        description="Weights file of a model-based mask provider (deeplabv3: a state dict); default: torchvision's "
+        "cache.",
+    )
 
     groups: str | None = Field(
         None,
@@ -304,6 +309,12 @@ class ProtocolOptions(BaseModel):
         "the group labels of the splits it lists (group = label x cluster, bias = cluster); test keeps its true "
         "groups. Same dataset options as the run it was discovered from.",
     )
+
+    @model_validator(mode="after")
+    def _weights_need_a_provider(self) -> ProtocolOptions:
+        if self.mask_weights is not None and self.mask_provider is None:
+            raise ValueError("mask_weights names the weights of a mask provider: give dataset.mask_provider too")
+        return self
 
     def active(self) -> bool:
         return any(
@@ -381,7 +392,7 @@ def apply_protocol(bundle: Any, options: ProtocolOptions) -> Any:
     if options.mask_provider is not None:
         from robust.masks import get_mask_provider, with_provider_masks
 
-        provider = get_mask_provider(options.mask_provider)
+        provider = get_mask_provider(options.mask_provider, options.mask_weights)
         label = f"mask provider {options.mask_provider!r}"
         train = with_provider_masks(train, provider, label)
         if "meta" in aux:

@@ -89,6 +89,8 @@ class Row:
     options: dict[str, Any] = field(default_factory=dict)
     protocol: dict[str, Any] = field(default_factory=dict)
     by_rule: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    #: The runs' opt-outs of their paper's mechanism (``allow_no_masks: ...``, :mod:`robust.fidelity`).
+    opt_outs: list[str] = field(default_factory=list)
 
     def mean_std(self, metric: str) -> tuple[float, float] | None:
         values = self.values.get(metric)
@@ -158,6 +160,9 @@ def aggregate(
             hp, Row(*key[:3], selection=rule, variant=variant, options=options, protocol=summary.get("protocol", {}))
         )
         row.seeds.append(summary.get("seed", 0))
+        for opt_out in opt_out_labels(summary):
+            if opt_out not in row.opt_outs:
+                row.opt_outs.append(opt_out)
         for metric, value in chosen["metrics"].items():
             row.values[metric].append(float(value))
         for other, record in summary.get("selection", {}).items():
@@ -211,7 +216,18 @@ def protocol_tags(summary: dict[str, Any]) -> list[str]:
         tags.append("val groups withheld")
     if protocol.get("inferred_groups"):
         tags.append("inferred groups")
+    tags += [f"opt-out {option}" for option in sorted({o.get("option", "?") for o in _opt_outs(summary)})]
     return tags
+
+
+def _opt_outs(summary: dict[str, Any]) -> list[dict[str, str]]:
+    opt_outs = summary.get("opt_outs") or []
+    return [o for o in opt_outs if isinstance(o, dict)] if isinstance(opt_outs, list) else []
+
+
+def opt_out_labels(summary: dict[str, Any]) -> list[str]:
+    """``option: detail`` for each part of its paper's method a run opted out of."""
+    return [f"{o.get('option', '?')}: {o.get('detail', '')}" for o in _opt_outs(summary)]
 
 
 def _validation_score(row: Row) -> float:
@@ -391,6 +407,10 @@ def compare_with_papers(
         matching = [r for r in same if r.matches(row.method, row.dataset, row.options)]
         if metrics:
             matching = [r for r in matching if r.metric in metrics]
+        if row.opt_outs and matching:  # the paper's number is for the full method: never beside a reduced one
+            note = "not compared with the paper: the runs opted out of its method (" + "; ".join(row.opt_outs) + ")"
+            records.append(_unmatched(base, row, [matching[0].metric], note))
+            continue
         for paper in matching:
             ours = _ours(row.values.get(paper.metric))
             notes = [] if ours is not None else [f"the runs did not record {paper.metric}"]
@@ -410,7 +430,6 @@ def compare_with_papers(
         if matching:
             continue
         shown = [m for m in (metrics or DEFAULT_METRICS) if m in row.values][:1]
-        ours = _ours(row.values.get(shown[0])) if shown else None
         if row.dataset.startswith("synthetic-"):
             note = "synthetic stand-in: no paper number for this dataset"
         elif same:
@@ -424,20 +443,24 @@ def compare_with_papers(
             note = "no paper number for this dataset"
         else:
             note = "no paper number registered for this method"
-        records.append(
-            {
-                **base,
-                "metric": shown[0] if shown else "",
-                "ours": None if ours is None else {"mean": ours[0], "std": ours[1], "n": ours[2]},
-                "paper": None,
-                "difference": None,
-                "source": "",
-                "paper_selection": None,
-                "paper_note": "",
-                "note": note,
-            }
-        )
+        records.append(_unmatched(base, row, shown, note))
     return records
+
+
+def _unmatched(base: dict[str, Any], row: Row, shown: list[str], note: str) -> dict[str, Any]:
+    """A comparison record without a paper number: ours on the first of ``shown``, and why."""
+    ours = _ours(row.values.get(shown[0])) if shown else None
+    return {
+        **base,
+        "metric": shown[0] if shown else "",
+        "ours": None if ours is None else {"mean": ours[0], "std": ours[1], "n": ours[2]},
+        "paper": None,
+        "difference": None,
+        "source": "",
+        "paper_selection": None,
+        "paper_note": "",
+        "note": note,
+    }
 
 
 def render_comparison(records: list[dict[str, Any]], fmt: str) -> str | Table:
