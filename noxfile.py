@@ -1,4 +1,5 @@
-"""Sessions: `tests` (what CI runs), `lint`, and `isolation` (one method package alone).
+"""Sessions: `tests` (what CI runs), `lint`, `isolation` (one method package alone) and `mutants`
+(mutation testing of each method's core modules; long: not part of CI's default run).
 
 `nox -s tests` installs every package under packages/ plus the example plugin, then runs
 pytest on 2 cores.
@@ -55,3 +56,11 @@ def isolation(session: nox.Session) -> None:
     foreign = [p for p in packages if p not in ("robust-core", dist)]
     if foreign:
         session.error(f"packages other than core and {target} registered methods: {foreign}")
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """cosmic-ray over the modules of mutation/targets.toml (all, or the targets named after --)."""
+    install_core_first(session, *PACKAGES)
+    session.install(*TEST_DEPS, "cosmic-ray>=8.3")
+    session.run("python", "mutation/mutants.py", *session.posargs)

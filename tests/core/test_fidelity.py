@@ -8,13 +8,16 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from pydantic import Field
 
 from robust import hookimpl
+from robust.data import StreamSplit
 from robust.engine import Run
 from robust.erm import ERM, ERMConfig
 from robust.errors import ConfigError
-from robust.fidelity import ALLOW_NO_MASKS_HELP, require_foreground
+from robust.fidelity import ALLOW_NO_MASKS_HELP, require_foreground, split_has_foreground
+from robust.masks import ProviderMaskedSplit
 from robust.papers import PaperResult
 from robust.report import aggregate, compare_with_papers, find_summaries, render
 from robust.resolve import resolve_run_config
@@ -49,8 +52,6 @@ def load_tiny_without_masks(config: TinyConfig, data_root):
 
 
 def top_half(images):
-    import torch
-
     masks = torch.zeros(len(images), 1, *images.shape[2:], dtype=torch.uint8)
     masks[:, :, : images.shape[2] // 2] = 255
     return masks
@@ -128,3 +129,52 @@ def test_the_opt_out_is_recorded_marked_and_never_compared_with_the_paper(tmp_pa
     assert "not compared with the paper" in records["opt-out allow_no_masks"]["note"]
     assert "allow_no_masks" in records["opt-out allow_no_masks"]["note"]
     assert records["mask_provider=top-half"]["paper"]["value"] == 0.9
+
+
+class Stream(StreamSplit):
+    """A streamed split whose images have a mask when ``with_masks``."""
+
+    def __init__(self, n: int, with_masks: bool, bboxes: bool = False) -> None:
+        self.labels = torch.zeros(n, dtype=torch.long)
+        self.groups = self.bias = None
+        self.bboxes = torch.tensor([[0, 0, 4, 4]] * n) if bboxes else None
+        self.with_masks = with_masks
+        self.reads: list[int] = []
+
+    def read(self, index: int):
+        self.reads.append(index)
+        if index >= len(self.labels):
+            raise IndexError(index)
+        mask = torch.full((1, 8, 8), 255, dtype=torch.uint8) if self.with_masks else None
+        return torch.zeros(3, 8, 8, dtype=torch.uint8), mask
+
+
+@pytest.mark.parametrize(
+    ("split", "expected"),
+    [
+        (Stream(1, with_masks=True), True),  # one image is enough to tell
+        (Stream(3, with_masks=False), False),
+        (Stream(0, with_masks=True), False),  # nothing to read: no foreground
+        (Stream(3, with_masks=False, bboxes=True), True),  # boxes are a foreground
+    ],
+    ids=["stream-masks", "stream-none", "stream-empty", "stream-boxes"],
+)
+def test_a_streamed_split_is_asked_by_reading_its_first_image(split, expected):
+    assert split_has_foreground(split) is expected
+    assert split.reads in ([], [0])
+
+
+def test_in_memory_and_provider_splits_are_told_without_reading():
+    bundle = load_tiny(TinyConfig(), None)
+    assert split_has_foreground(bundle.splits["train"]) is True
+    bare = dataclasses.replace(bundle.splits["train"], masks=None, bboxes=None)
+    assert split_has_foreground(bare) is False
+    calls: list[int] = []
+
+    def provider(images):
+        calls.append(len(images))
+        return top_half(images)
+
+    streamed = ProviderMaskedSplit(Stream(2, with_masks=False), provider, "counting")
+    assert split_has_foreground(streamed) is True
+    assert calls == []  # the provider's masks are known to exist: none computed
