@@ -61,8 +61,10 @@ def test_cct_samples_labels_and_union_boxes(root):
     # (image, category) pairs in sorted order: (a,1) (b,5) (d,1) (d,9); (c,30) is empty and dropped
     assert train.labels.tolist() == [0, 1, 0, 2]
     # a: boxes (2,4,6,8) and (10,0,12,2) in the 16x16 image -> union (2,0,12,8)
-    assert train.bboxes.tolist() == [[2, 0, 12, 8], [0, 0, 16, 16], [8, 8, 12, 12], [0, 0, 16, 16]]
+    # b has no box: the empty box, no foreground (CFGen's -1 coordinates), not the whole image
+    assert train.bboxes.tolist() == [[2, 0, 12, 8], [0, 0, 0, 0], [8, 8, 12, 12], [0, 0, 16, 16]]
     assert info.extra["no_box"]["train"] == [1] and info.extra["no_box"]["test"] == []
+    assert info.mean == (0.485, 0.456, 0.406) and not info.extra["masks_are_boxes"]
     assert train.images.shape == (4, 3, 16, 16) and train.masks is None
     assert abs(int(train.images[2, 0, 0, 0]) - 70) <= 2  # image d (4th file): grey 70
     assert bundle.splits["test"].labels.tolist() == [1, 0] and bundle.splits["test"].bboxes[0].tolist() == [0, 0, 8, 8]
@@ -81,6 +83,24 @@ def test_cct_box_masks(root):
     streamed = cct.load({"image_size": 16, "masks": True, "in_memory": "no"}, root).splits["train"]
     image, mask = streamed.read(0)
     assert torch.equal(mask[0], expected) and image.shape == (3, 16, 16)
+    assert bundle.info.extra["masks_are_boxes"]
+
+
+def test_cct_pair_without_box_has_no_foreground_in_a_batch(root):
+    from robust.counterfactual import batch_foreground
+    from robust.loader import BatchLoader
+
+    for options in ({}, {"masks": True}):
+        bundle = cct.load({"image_size": 16, **options}, root)
+        loader = BatchLoader(bundle.splits["train"], bundle.info, torch.device("cpu"), batch_size=4)
+        batch = next(loader.batches(loader.sequential()))
+        foreground = batch_foreground(batch).flatten(1).sum(1)
+        assert foreground[1] == 0 and bool((foreground[[0, 2, 3]] > 0).all()), options
+
+
+def test_cct_bit_normalization(root):
+    info = cct.load({"image_size": 16, "normalization": "bit"}, root).info
+    assert info.mean == (0.5, 0.5, 0.5) and info.std == (0.5, 0.5, 0.5)
 
 
 def test_scale_box_rounds_outwards_and_stays_inside():

@@ -154,3 +154,10 @@ def test_registry_end_to_end(tree):
     entry = get_registry().get("dataset", "in9")
     bundle = entry.load()(entry.load_config().model_validate({"image_size": 16}), tree)
     assert bundle.info.name == "in9" and len(bundle.splits["test_mixed_rand"]) == 6
+
+
+def test_in9_bit_normalization(tree):
+    default = imagenet9.load_in9({"image_size": 16}, tree).info
+    bit = imagenet9.load_in9({"image_size": 16, "normalization": "bit"}, tree).info
+    assert default.mean == (0.485, 0.456, 0.406) and default.std == (0.229, 0.224, 0.225)
+    assert bit.mean == (0.5, 0.5, 0.5) and bit.std == (0.5, 0.5, 0.5)

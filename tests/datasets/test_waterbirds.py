@@ -138,6 +138,36 @@ def test_waterbirds_masks_and_boxes(release):
     assert bundle.splits["val"].masks is None and bundle.splits["val"].bboxes is None
 
 
+def test_waterbirds_masks_true_finds_the_segmentations_inside_or_beside_the_folder(release):
+    options = {"image_size": 24, "crop_fraction": 1.0}
+    explicit = waterbirds.load({**options, "masks_dir": "segmentations"}, release).splits["train"]
+    inside = waterbirds.load({**options, "masks": True}, release)
+    assert inside.info.has_masks and torch.equal(inside.splits["train"].masks, explicit.masks)
+    assert inside.info.extra["masks_dir"] == str(release / waterbirds.FOLDER / "segmentations")
+    # CFGen's fetch_waterbird.sh: datasets/waterbird/{waterbird_complete95_forest2water2, segmentations}
+    (release / waterbirds.FOLDER / "segmentations").rename(release / "segmentations")
+    beside = waterbirds.load({**options, "masks": True}, release)
+    assert torch.equal(beside.splits["train"].masks, explicit.masks)
+    assert not waterbirds.load(options, release).info.has_masks  # masks are off unless asked for
+
+
+def test_waterbirds_masks_true_without_segmentations_names_the_folders(tmp_path):
+    write_release(tmp_path, masks=False)
+    with pytest.raises(DataError, match=r"masks=true needs the CUB-200-2011 segmentations.*segmentations.*beside"):
+        waterbirds.load({"image_size": 8, "masks": True}, tmp_path)
+
+
+def test_waterbirds_bit_normalization_and_plain_resize(release):
+    bundle = waterbirds.load({"image_size": 24, "crop_fraction": 1.0, "normalization": "bit"}, release)
+    assert bundle.info.mean == (0.5, 0.5, 0.5) and bundle.info.std == (0.5, 0.5, 0.5)
+    assert waterbirds.load({"image_size": 24}, release).info.mean == waterbirds.IMAGENET_MEAN
+    # crop_fraction=1: the whole 24x16 image squashed, background colour at the very border
+    first = next(r for r in rows() if r["split"] == 1)
+    whole = np.array(Image.open(release / waterbirds.FOLDER / first["img_filename"]).convert("RGB").resize((24, 24)))
+    val = bundle.splits["val"].images[0].permute(1, 2, 0).numpy()
+    assert np.abs(val.astype(int) - whole.astype(int)).max() <= 8  # resampling differences only
+
+
 def test_waterbirds_streamed_masks_have_boxes(release):
     options = {"image_size": 24, "crop_fraction": 1.0, "masks_dir": "segmentations"}
     loaded = waterbirds.load(options, release).splits["train"]

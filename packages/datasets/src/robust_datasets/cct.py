@@ -19,17 +19,20 @@ decoded ``image_size`` square (the stored ``_sm`` images are smaller than the or
 JSON size, not the file's, is the reference).
 
 Our split holds one box per sample: ``bboxes`` is the UNION of the pair's boxes (``x0, y0, x1,
-y1``, end exclusive, rounded outwards). A pair without any box gets the whole image, and its
-index is listed in ``info.extra["no_box"][split]`` (CFGen gives it -1 coordinates and makes no
-counterfactual from it). With ``masks=true`` the training split also carries a mask rasterised
-from every box (255 inside any box), so methods see the exact multi-box foreground; a pair
-without a box gets an all-zero mask.
+y1``, end exclusive, rounded outwards). A pair without any box gets the EMPTY box ``(0, 0, 0,
+0)``: no foreground is known (CFGen gives it -1 coordinates, trains it as a plain sample and
+crops it anywhere), and its index is listed in ``info.extra["no_box"][split]``. With
+``masks=true`` the training split also carries a mask rasterised from every box (255 inside any
+box), so methods see the exact multi-box foreground; a pair without a box gets an all-zero mask.
+``info.extra["masks_are_boxes"]`` says so: CFGen infills those boxes themselves for its
+counterfactuals (its ``is_mask_rect``), not the rectangle around them.
 
 Splits: ``train``; ``val`` = cis_val; ``test`` = cis_test (camera locations seen in training);
 ``test_trans`` = trans_test (unseen locations); ``val_trans`` = trans_val. No groups, no bias.
 CFGen selects models by val AUC; ``val`` here is cis_val. Images are resized to ``image_size``
-squares (CFGen evaluates at 224×224 without crop) with ImageNet statistics (CFGen: mean = std =
-0.5); pad-and-crop plus flip stands in for CFGen's resize-crop-flip training augmentation.
+squares (CFGen evaluates at 224×224 without crop) with ImageNet statistics, or
+``normalization=bit`` (mean = std = 0.5, CFGen's); pad-and-crop plus flip stands in for CFGen's
+resize-crop-flip training augmentation.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -69,6 +72,7 @@ SPLIT_FILES = {
 EMPTY_CATEGORY = 30
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "bit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
 Box = tuple[int, int, int, int]
 
@@ -79,6 +83,11 @@ class CCTConfig(ImageDatasetConfig):
     masks: bool = Field(
         False,
         description="Give the training split masks rasterised from every box of a sample (all zero without a box).",
+    )
+    normalization: Literal["imagenet", "bit"] = Field(
+        "imagenet",
+        description="Input normalisation: imagenet = ImageNet mean/std; bit = mean = std = 0.5 (BiT's, which CFGen's "
+        "reference uses, so that pixel values span [-1, 1]).",
     )
 
 
@@ -160,10 +169,13 @@ def samples(content: dict[str, Any], path: Path, side: int) -> list[tuple[str, i
     return out
 
 
-def union(boxes: list[Box], side: int) -> Box:
-    """The smallest box holding every box; the whole image when there is none."""
+NO_BOX: Box = (0, 0, 0, 0)
+
+
+def union(boxes: list[Box]) -> Box:
+    """The smallest box holding every box; the empty box when there is none (no foreground known)."""
     if not boxes:
-        return 0, 0, side, side
+        return NO_BOX
     return (
         min(b[0] for b in boxes),
         min(b[1] for b in boxes),
@@ -172,7 +184,7 @@ def union(boxes: list[Box], side: int) -> Box:
     )
 
 
-@cached_dataset("cct", config_class=CCTConfig, version=2)
+@cached_dataset("cct", config_class=CCTConfig, version=3)
 def load(config: CCTConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
     """CCT ECCV'18 from ``DATA_ROOT/cct`` (or ``config.root``)."""
     import torch
@@ -209,7 +221,7 @@ def load(config: CCTConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
             raise DataError(f"{str(path)!r}: annotations use category ids {unknown} that no 'categories' list defines.")
         paths = [folder / IMAGES / f"{image_id}.jpg" for image_id, _, _ in items]
         labels = torch.tensor([label_of[c] for _, c, _ in items], dtype=torch.long)
-        bboxes = torch.tensor([union(b, side) for _, _, b in items], dtype=torch.long).reshape(-1, 4)
+        bboxes = torch.tensor([union(b) for _, _, b in items], dtype=torch.long).reshape(-1, 4)
         boxes = [b for _, _, b in items]
         if split == "train" and config.masks:
             stream: ImageFileSplit = BoxMaskSplit(paths, labels, resize, boxes, bboxes=bboxes)
@@ -224,8 +236,8 @@ def load(config: CCTConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
         input_shape=(3, side, side),
         class_names=[categories[c] for c in category_ids],
         group_names=[],
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+        mean=NORMALIZATIONS[config.normalization][0],
+        std=NORMALIZATIONS[config.normalization][1],
         train_augment="crop_flip",
         has_masks=config.masks,
         auc=True,  # CFGen selects CCT models by val macro AUC
@@ -235,6 +247,7 @@ def load(config: CCTConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
             "split_files": SPLIT_FILES,
             "split_sizes": sizes,
             "no_box": no_box,
+            "masks_are_boxes": config.masks,
             "samples": "one per (image, category) pair",
         },
     )

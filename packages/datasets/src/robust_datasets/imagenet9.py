@@ -29,7 +29,7 @@ CFGen trains it as a plain sample); its box is then the whole image. in9l images
 no ``no_fg`` file.
 
 Images are resized to ``image_size`` squares (CFGen: 224, no crop at evaluation) and normalised
-with ImageNet statistics (CFGen's BiT models used mean = std = 0.5 instead); training
+with ImageNet statistics, or ``normalization=bit`` (mean = std = 0.5, what CFGen's BiT models use); training
 augmentation pad-and-crop plus flip stands in for CFGen's resize-256-random-crop-224 plus flip.
 Large splits stream from the files (see ``in_memory``).
 """
@@ -40,7 +40,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -68,6 +68,7 @@ OPTIONAL_TESTS = ("only_fg", "no_fg", "only_bg_b", "only_bg_t")
 TRAIN_SETS = {"in9": "original", "in9l": "in9l"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "bit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
 
 class ImageNet9Config(ImageDatasetConfig):
@@ -81,6 +82,11 @@ class ImageNet9Config(ImageDatasetConfig):
     extra_tests: list[str] = Field(
         default_factory=list,
         description=f"More test variants evaluated as test_<variant>: any of {', '.join(OPTIONAL_TESTS)}.",
+    )
+    normalization: Literal["imagenet", "bit"] = Field(
+        "imagenet",
+        description="Input normalisation: imagenet = ImageNet mean/std; bit = mean = std = 0.5 (BiT's, which CFGen's "
+        "reference uses, so that pixel values span [-1, 1]).",
     )
 
 
@@ -202,8 +208,8 @@ def _load(name: str, config: ImageNet9Config | dict[str, Any], data_root: Path) 
         input_shape=(3, config.image_size, config.image_size),
         class_names=class_names,
         group_names=[],
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+        mean=NORMALIZATIONS[config.normalization][0],
+        std=NORMALIZATIONS[config.normalization][1],
         train_augment="crop_flip",
         has_masks=config.masks,
         derived_metrics={"test/bg_gap": ["test_mixed_same/avg_acc", "test_mixed_rand/avg_acc"]},

@@ -20,13 +20,17 @@ al. (CFGen) report it.
 
 Images: group_DRO evaluates ``Resize((256, 256))`` then ``CenterCrop(224)``, i.e. the central
 87.5 % of the width and of the height, resized to 224: :class:`FractionCrop` does exactly that in
-one resampling (``crop_fraction``, 1 = plain resize). ImageNet statistics. Training augmentation
+one resampling (``crop_fraction``, 1 = plain resize: CFGen's geometry, which resizes the whole
+image to 224 for evaluation and crops its training images from the whole image resized to 256).
+ImageNet statistics, or ``normalization=bit`` (mean = std = 0.5, CFGen's). Training augmentation
 (``train_augment``, default ``crop_flip``: pad-and-crop plus flip on the device) stands in for the
 RandomResizedCrop(scale 0.7-1) plus flip of group_DRO's ``--augment_data``, PruSC and CFGen;
 group_DRO's default runs use none.
 
-Masks (``masks_dir``, training split only, as CFGen): the CUB-200-2011 segmentation PNG at the
-image's relative path with ``.png``. We follow Chang et al.: foreground = pixels whose three
+Masks (``masks=true``, training split only, as CFGen): the CUB-200-2011 segmentation PNG at the
+image's relative path with ``.png``, under ``masks_dir``: by default the ``segmentations`` folder
+inside the dataset folder, else beside it (CFGen's ``datasets/waterbird/segmentations``, next to
+``waterbird_complete95_forest2water2``). We follow Chang et al.: foreground = pixels whose three
 channels are all non-zero in the stored PNG; that binary mask is resized with the image and any
 non-zero pixel counts (CFGen's ceil after the bilinear resize: slightly dilated). Boxes are the
 tight box of the resized mask: computed while decoding the split into memory, or, when the
@@ -75,6 +79,8 @@ PLACE_NAMES = ["land", "water"]
 GROUP_NAMES = [f"{bird}_{place}" for bird in CLASS_NAMES for place in PLACE_NAMES]  # g = 2 * y + place
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MASKS_FOLDER = "segmentations"
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "bit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 MASK_SOURCE = "the CUB-200-2011 segmentations (segmentations.tgz, www.vision.caltech.edu/datasets/cub_200_2011)"
 
 
@@ -96,10 +102,20 @@ class WaterbirdsConfig(ImageDatasetConfig):
     flipped_test: bool = Field(
         False, description="Also evaluate test_original (y == place) and test_flipped (y != place), as Chang et al."
     )
+    masks: bool = Field(
+        False,
+        description="Foreground masks and boxes for the training split from the CUB-200-2011 segmentations "
+        f"(found at masks_dir; default {MASKS_FOLDER}/ inside the dataset folder, else beside it).",
+    )
     masks_dir: str | None = Field(
         None,
-        description="Folder of CUB segmentation PNGs (same relative path as each image, .png); relative paths "
-        "start at the dataset folder. Gives the training split masks and boxes.",
+        description="Folder of the CUB segmentation PNGs (same relative path as each image, .png), when not at the "
+        "default place; relative paths start at the dataset folder. Giving it also turns masks on.",
+    )
+    normalization: Literal["imagenet", "bit"] = Field(
+        "imagenet",
+        description="Input normalisation: imagenet = ImageNet mean/std; bit = mean = std = 0.5 (BiT's, which CFGen's "
+        "reference uses, so that pixel values span [-1, 1]).",
     )
 
 
@@ -244,26 +260,41 @@ def read_metadata(path: Path, variant: str) -> Metadata:
     )
 
 
-def mask_paths(config: WaterbirdsConfig, folder: Path, filenames: list[str]) -> list[Path]:
-    """The segmentation of each image; a missing folder or file is a DataError."""
-    assert config.masks_dir is not None
-    root = Path(config.masks_dir)
-    root = root if root.is_absolute() else folder / root
-    paths = [root / Path(name).with_suffix(".png") for name in filenames]
-    if not root.is_dir():
-        raise missing_dataset(
-            f"{NAME} masks",
-            root,
-            ["NNN.Species_Name/<image name>.png for every training image"],
-            MASK_SOURCE,
-            detail="masks_dir is not a folder.",
+def masks_root(config: WaterbirdsConfig, folder: Path) -> Path:
+    """Where the segmentations are: ``masks_dir``, else ``segmentations`` inside, else beside, the dataset folder."""
+    if config.masks_dir is not None:
+        root = Path(config.masks_dir)
+        root = root if root.is_absolute() else folder / root
+        if not root.is_dir():
+            raise missing_dataset(
+                f"{NAME} masks",
+                root,
+                ["NNN.Species_Name/<image name>.png for every training image"],
+                MASK_SOURCE,
+                detail="masks_dir is not a folder.",
+            )
+        return root
+    candidates = [folder / MASKS_FOLDER, folder.parent / MASKS_FOLDER]
+    found = next((c for c in candidates if c.is_dir()), None)
+    if found is None:
+        raise DataError(
+            f"waterbirds: masks=true needs {MASK_SOURCE}, and neither {str(candidates[0])!r} (inside the dataset "
+            f"folder) nor {str(candidates[1])!r} (beside it, where CFGen's fetch_waterbird.sh puts it) is a folder. "
+            "Extract segmentations.tgz there (it holds NNN.Species_Name/<image name>.png, the same relative paths "
+            "as the Waterbirds images), or give its place with --set dataset.masks_dir=DIR."
         )
+    return found
+
+
+def mask_paths(root: Path, filenames: list[str]) -> list[Path]:
+    """The segmentation of each image under ``root``; a missing file is a DataError."""
+    paths = [root / Path(name).with_suffix(".png") for name in filenames]
     absent = [p for p in paths if not p.is_file()]
     if absent:
         shown = ", ".join(repr(str(p)) for p in absent[:3])
         raise DataError(
             f"{len(absent)} of {len(paths)} training images have no segmentation under {str(root)!r} (e.g. {shown}). "
-            f"masks_dir must hold {MASK_SOURCE} at the images' relative paths, with .png."
+            f"The masks folder must hold {MASK_SOURCE} at the images' relative paths, with .png."
         )
     return paths
 
@@ -295,6 +326,8 @@ def build(config: WaterbirdsConfig | dict[str, Any], data_root: Path) -> Dataset
     folder = find_folder(config, data_root)
     meta = read_metadata(*find_metadata(folder))
     resize = FractionCrop(config.image_size, fraction=config.crop_fraction)
+    use_masks = config.masks or config.masks_dir is not None
+    segmentations = masks_root(config, folder) if use_masks else None
     splits: dict[str, Any] = {}
     sizes: dict[str, int] = {}
     for code, split in SPLIT_CODES.items():
@@ -307,8 +340,8 @@ def build(config: WaterbirdsConfig | dict[str, Any], data_root: Path) -> Dataset
         place = torch.from_numpy(meta.place[rows])
         paths = [folder / meta.filenames[i] for i in rows.tolist()]
         kwargs = {"groups": labels * 2 + place, "bias": place}
-        if split == "train" and config.masks_dir is not None:
-            masks = mask_paths(config, folder, [meta.filenames[i] for i in rows.tolist()])
+        if split == "train" and segmentations is not None:
+            masks = mask_paths(segmentations, [meta.filenames[i] for i in rows.tolist()])
             stream: ImageFileSplit = MaskedImageSplit(paths, labels, resize, mask_paths=masks, **kwargs)
             limit = config.memory_limit_gb * 2**30
             if config.in_memory == "no" or (config.in_memory == "auto" and stream.decoded_nbytes > limit):
@@ -330,16 +363,17 @@ def build(config: WaterbirdsConfig | dict[str, Any], data_root: Path) -> Dataset
         class_names=list(CLASS_NAMES),
         group_names=list(GROUP_NAMES),
         bias_names=list(PLACE_NAMES),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+        mean=NORMALIZATIONS[config.normalization][0],
+        std=NORMALIZATIONS[config.normalization][1],
         train_augment=config.train_augment,
-        has_masks=config.masks_dir is not None,
+        has_masks=segmentations is not None,
         extra={
             "folder": str(folder),
             "metadata": str(meta.path),
             "metadata_variant": meta.variant,
             "split_sizes": sizes,
             "crop_fraction": config.crop_fraction,
+            "masks_dir": str(segmentations) if segmentations is not None else None,
         },
     )
     return DatasetBundle(info=info, splits=splits)

@@ -27,6 +27,7 @@ from robust.counterfactual import batch_foreground, counterfactual_batch_losses
 from robust.data import Batch
 from robust.erm import ERM
 from robust.errors import ConfigError
+from robust.fidelity import require_foreground
 from robust.infill import InfillContext, apply_infill, has_foreground, rectangle_mask
 from robust.method import MethodContext
 from robust.saliency import input_gradient, outside_mask_penalty
@@ -54,13 +55,22 @@ class CFGen(ERM):
                 "registered dataset provides them yet. Use inpaint=tile (the reference's other best option) or "
                 "another infill: mean, random, shuffle."
             )
-        uses_masks = config.inpaint != "none" or config.f_inpaint != "none" or config.reg != "none"
-        train = ctx.data.splits["train"]
-        if uses_masks and getattr(train, "masks", None) is None and train.bboxes is None:
-            ctx.log(
-                f"[yellow]cfgen: dataset {ctx.info.name!r} has no foreground masks or boxes, so there are no "
-                "counterfactual or factual images and no saliency penalty: this run is plain ERM.[/yellow]"
-            )
+        parts = [
+            *(["counterfactual (CF) images"] if config.inpaint != "none" else []),
+            *(["factual (F) images"] if config.f_inpaint != "none" else []),
+            *(["the saliency penalty"] if config.reg != "none" else []),
+        ]
+        # False when nothing needs a foreground, or the user opted out (recorded): every batch is then plain.
+        self.use_foreground = bool(parts) and require_foreground(
+            ctx,
+            method="cfgen",
+            needs="its " + " and ".join(parts),
+            splits={"training set": ctx.data.splits["train"]},
+            allow_no_masks=config.allow_no_masks,
+        )
+        # Masks drawn from boxes (CCT) are infilled as they are for CF, as the reference does for boxes
+        # (its is_mask_rect); segmentation masks are rectangularised first.
+        self.masks_are_boxes = bool(ctx.info.extra.get("masks_are_boxes", False))
 
     @classmethod
     def default_amp(cls, config: CFGenConfig) -> str | None:
@@ -82,7 +92,8 @@ class CFGen(ERM):
         c = self.config
         x_cf = x_f = None
         if c.inpaint != "none":
-            keep = 1.0 - rectangle_mask(mask)  # the box, not the silhouette: no shape cue is left
+            region = mask if self.masks_are_boxes else rectangle_mask(mask)  # the box: no shape cue is left
+            keep = 1.0 - region
             x_cf = apply_infill(c.inpaint, x, keep, self.infill_context(y), **self._options(c.inpaint))
         if c.f_inpaint != "none":
             x_f = apply_infill(c.f_inpaint, x, mask, self.infill_context(y), **self._options(c.f_inpaint))
@@ -99,7 +110,7 @@ class CFGen(ERM):
     def update(self, batch: Batch, step: int) -> dict[str, Tensor]:
         c = self.config
         x, y = batch.x, batch.y
-        mask = batch_foreground(batch)
+        mask = batch_foreground(batch) if self.use_foreground else None
         fg = has_foreground(mask) if mask is not None else torch.zeros_like(y, dtype=torch.bool)
         x_cf = x_f = None
         if fg.any():

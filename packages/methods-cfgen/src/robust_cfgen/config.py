@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field
 
 from robust.erm import ERMConfig
+from robust.fidelity import ALLOW_NO_MASKS_HELP
 
 
 class CFGenConfig(ERMConfig):
@@ -58,3 +59,4 @@ class CFGenConfig(ERMConfig):
     noise_std: float = Field(0.2, ge=0, description="random infill: std of the per-pixel noise on the colour.")
     clip_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm (the reference: 1.0).")
     weight_decay: float = Field(1e-4, ge=0, description="Weight decay (L2).")
+    allow_no_masks: bool = Field(False, description=ALLOW_NO_MASKS_HELP)

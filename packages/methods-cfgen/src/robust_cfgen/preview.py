@@ -101,8 +101,9 @@ def write_preview(
     model = _model(bundle, run_dir) if "fgsm" in f_infills else None
     ctx = InfillContext(mean=mean, std=std, labels=y, model=model, module=model)
     columns = [("original", x)]
+    region = mask if info.extra.get("masks_are_boxes") else rectangle_mask(mask)  # as CFGen.generate
     for name in cf_infills:
-        columns.append((f"CF {name}", apply_infill(name, x, 1.0 - rectangle_mask(mask), ctx)))
+        columns.append((f"CF {name}", apply_infill(name, x, 1.0 - region, ctx)))
     for name in f_infills:
         columns.append((f"F {name}", apply_infill(name, x, mask, ctx)))
     tiles = [((img * std + mean).clamp(0, 1) * 255).round().byte() for _, img in columns]
