@@ -6,12 +6,13 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
+from torch import Tensor, nn
 
 from robust.checkpoint import load_checkpoint
 from robust.cli import cli
@@ -21,9 +22,13 @@ from robust.resolve import resolve_run_config
 from robust.results import read_history
 from robust_prusc.contrastive import cluster_contrastive_loss
 from robust_prusc.environments import balanced_weights, conflicting, minority_environment
+from robust_prusc.erm_source import check_erm_source, erm_source_differences
 from robust_prusc.masks import WeightMasks, gumbel_sigmoid_mask, maskable_weights
 
+from ..conftest import registered
 from ..core.tiny import Crash, CrashAt, TinyPlugin
+from .reference.irm_reference import IRMReference
+from .reference.prusc_reference import PruSCReference
 
 TINY = ["train.batch_size=16", "optimizer=adam", "lr=0.01", "num_clusters=4"]
 PHASES = {"prusc": ["pruning_ep=2", "retrain_ep=2"], "irm-afe": []}
@@ -38,11 +43,13 @@ def plugins(register_plugin):
         yield
 
 
-def make_run(out: Path, method: str = "prusc", sets=(), resume: bool = False, rerun=None, **flags) -> Run:
+def make_run(
+    out: Path, method: str = "prusc", sets=(), resume: bool = False, rerun=None, model: str = "mlp", **flags
+) -> Run:
     flags.setdefault("epochs", 2)
     flags.setdefault("seed", 0)
     sets = [*TINY, *PHASES[method], *sets]
-    resolved = resolve_run_config(method, dataset="tiny", model="mlp", sets=sets, flags=flags)
+    resolved = resolve_run_config(method, dataset="tiny", model=model, sets=sets, flags=flags)
     return Run(resolved, out, resume=resume, quiet=True, rerun=rerun)
 
 
@@ -123,11 +130,36 @@ def test_fixed_mask_thresholds_logits_at_zero_and_the_report_counts_it():
     masks = WeightMasks(net, 1.5)
     with torch.no_grad():
         masks.logits[1][:, :10] = -0.1
+        masks.logits[1][:, 10] = 0.0  # the reference keeps π = 0: 1[π ≥ 0]
     fixed = masks.fixed()
     assert fixed["3.weight"][:, :10].sum() == 0 and fixed["3.weight"][:, 10:].all()
     report = masks.report()
     assert report["3.weight"]["kept"] == 2 * (144 - 10) and report["0.weight"]["sparsity"] == 0
     assert report["total"]["weights"] == 4 * 27 + 2 * 144
+
+
+def test_pruning_epochs_draw_every_pseudo_group_equally_often(tmp_path):
+    """(class, cluster) pseudo groups of about 43, 5, 47 and 1 samples: each a quarter of the draws."""
+    from robust.method import Phase
+
+    run = make_run(tmp_path / "run")
+    method = run.method
+    labels = run.data.splits["train"].labels
+    clusters = torch.zeros(96, dtype=torch.long)
+    zeros, ones = (labels == 0).nonzero().flatten(), (labels == 1).nonzero().flatten()
+    clusters[zeros[:5]] = 1
+    clusters[ones[:1]] = 1
+    method.clusters.copy_(clusters)
+    method.phase = Phase("prune")
+    draws = torch.cat([method.epoch_indices(e, torch.Generator().manual_seed(e)) for e in range(40)])
+    groups = method.pseudo_groups()[draws]
+    shares = torch.bincount(groups, minlength=4).double() / len(draws)
+    assert shares.tolist() == pytest.approx([0.25] * 4, abs=0.03)
+    method.phase = Phase("retrain")
+    assert method.epoch_indices(0, torch.Generator()) is None  # retraining: a plain permutation
+    method.config.prune_sampling = "uniform"
+    method.phase = Phase("prune")
+    assert method.epoch_indices(0, torch.Generator()) is None
 
 
 # -- the contrastive loss ---------------------------------------------------------------------
@@ -284,13 +316,94 @@ def test_from_reuses_an_erm_run_and_refuses_a_mismatch(tmp_path):
     loaded = load_checkpoint(tmp_path / "prusc" / "checkpoints" / "phase-load.pt")["method"]["modules"]
     erm = load_checkpoint(tmp_path / "erm" / "checkpoints" / "last.pt")["method"]["modules"]
     assert torch.equal(loaded["model.head.weight"], erm["model.head.weight"])
-    with pytest.raises(ConfigError, match="trained model 'mlp', but this run uses 'cnn'"):
+    with pytest.raises(ConfigError, match=r"model \(model.name\): 'mlp' there, 'cnn' here\. The loaded"):
         resolved = resolve_run_config(
             "prusc", dataset="tiny", model="cnn", sets=[*TINY, f"from_run={tmp_path / 'erm'}"], flags={"epochs": 1}
         )
         Run(resolved, tmp_path / "other", quiet=True).fit()
     with pytest.raises(RunDirError, match="not a run directory"):
         make_run(tmp_path / "third", sets=[f"from_run={tmp_path}"]).fit()
+
+
+@pytest.fixture(scope="module")
+def erm_run(tmp_path_factory) -> Path:
+    """A finished tiny ERM run (mlp, input_scale 1) to start PruSC from."""
+    out = tmp_path_factory.mktemp("erm") / "erm"
+    with registered(TinyPlugin(), "tiny-test-plugin-erm"):
+        resolved = resolve_run_config(
+            "erm", dataset="tiny", model="mlp", sets=["train.batch_size=16"], flags={"epochs": 1}
+        )
+        Run(resolved, out, quiet=True).fit()
+    return out
+
+
+def edited_copy(run_dir: Path, to: Path, **sections) -> Path:
+    """A copy of ``run_dir`` whose config.json claims other model/dataset settings (same weights)."""
+    shutil.copytree(run_dir, to)
+    config = json.loads((to / "config.json").read_text())
+    for section, options in sections.items():
+        config[section].update(options)
+    (to / "config.json").write_text(json.dumps(config))
+    return to
+
+
+@pytest.mark.parametrize(
+    ("claimed", "named"),
+    [
+        ({"model": {"input_scale": 2.0}}, r"model option \(model.input_scale\): 2.0 there, 1.0 here"),
+        (
+            {"model": {"weights": "IMAGENET1K_V1"}},
+            r"pretrained weights \(model.weights\): 'IMAGENET1K_V1' there, unset",
+        ),
+        ({"dataset": {"image_size": 16}}, r"input size \(dataset.image_size\): 16 there, unset here"),
+    ],
+)
+def test_from_refuses_a_run_with_other_model_settings_or_input_size(tmp_path, erm_run, claimed, named):
+    """Same model name and loadable weights, yet another model: refused before loading, naming the setting."""
+    other = edited_copy(erm_run, tmp_path / "other", **claimed)
+    with pytest.raises(ConfigError, match=named) as caught:
+        make_run(tmp_path / "prusc", sets=[f"from_run={other}"]).fit()
+    assert "robust run erm --dataset tiny" in str(caught.value) and "drop --from" in str(caught.value)
+    assert not (tmp_path / "prusc" / "checkpoints" / "phase-load.pt").exists()
+
+
+def resolved(method: str, dataset: str, *sets: str):
+    return resolve_run_config(method, dataset=dataset, sets=list(sets)).config
+
+
+@pytest.mark.parametrize("dataset", ["waterbirds", "celeba"])
+def test_erm_presets_train_the_imagenet_backbone_prusc_starts_from(dataset):
+    """group_DRO's and JTT's ERM: torchvision ResNet-50 with ImageNet weights; PruSC's --from accepts it."""
+    erm = resolved("erm", dataset)
+    assert erm.model["name"] == "resnet50" and erm.model["weights"] == "IMAGENET1K_V1"
+    assert not erm.model["small_input_stem"]
+    prusc = resolved("prusc", dataset)
+    assert erm_source_differences(erm.model_dump(), prusc) == []
+    check_erm_source("runs/erm", erm.model_dump(), prusc)  # accepted
+
+
+def test_from_check_names_each_difference_from_the_preset():
+    prusc = resolved("prusc", "waterbirds")
+    scratch = resolved("erm", "waterbirds", "dataset.image_size=112", "model.small_input_stem=true").model_dump()
+    scratch["model"]["weights"] = None
+    assert erm_source_differences(scratch, prusc) == [
+        ("model.small_input_stem", True, False),
+        ("model.weights", None, "IMAGENET1K_V1"),
+        ("dataset.image_size", 112, 224),
+    ]
+    expected = (
+        r"pretrained weights \(model.weights\): None there, 'IMAGENET1K_V1' here; input size \(dataset.image_size"
+    )
+    with pytest.raises(ConfigError, match=expected + r"\): 112 there, 224 here") as caught:
+        check_erm_source("runs/erm", scratch, prusc)
+    assert "preset 'waterbirds'" in str(caught.value)
+    other_model = resolved("erm", "waterbirds").model_dump()
+    other_model["model"] = {"name": "resnet18", "weights": "IMAGENET1K_V1", "small_input_stem": False}
+    with pytest.raises(ConfigError, match=r"model \(model.name\): 'resnet18' there, 'resnet50' here"):
+        check_erm_source("runs/erm", other_model, prusc)
+    elsewhere = resolved("erm", "celeba").model_dump()
+    with pytest.raises(ConfigError, match="trained on dataset 'celeba', but this run uses 'waterbirds'"):
+        check_erm_source("runs/erm", elsewhere, prusc)
 
 
 def test_clusters_can_be_supplied_by_hand(tmp_path):
@@ -352,3 +465,223 @@ def test_cli_rerun_and_from_flags(tmp_path):
     assert result.exit_code != 0 and "not both" in result.output
     result = runner.invoke(cli, ["run", "prusc", "--dataset", "tiny", "--rerun", "prune", "--out", str(tmp_path / "x")])
     assert result.exit_code != 0 and "holds no run" in result.output
+
+
+# -- the retraining schedule ------------------------------------------------------------------
+
+
+def retraining_learning_rates(tmp_path: Path, sets=()) -> tuple[list[float], tuple]:
+    run = make_run(tmp_path / "run", sets=["pruning_ep=1", "retrain_ep=25", "train.eval_every=100", *sets], epochs=1)
+    rates: list[float] = []
+    original = run.method.retrain_step
+
+    def spy(batch, step):
+        rates.append(run.method.optimizers["retrain"].param_groups[0]["lr"])
+        return original(batch, step)
+
+    run.method.retrain_step = spy
+    run.fit()
+    return rates, run.method.optimizers["retrain"].param_groups[0]["betas"]
+
+
+def test_retraining_follows_the_official_schedule_by_default(tmp_path):
+    """run.py: Adam lr_main 1e-2 (DCWP's betas 0.9, 0.99), StepLR(60, 0.1) stepped after every iteration."""
+    rates, betas = retraining_learning_rates(tmp_path)
+    assert len(rates) == 75  # 25 epochs of the 40 validation samples in batches of 16: 3 iterations each
+    assert rates == pytest.approx([1e-2] * 60 + [1e-3] * 15, rel=1e-9)
+    assert betas == (0.9, 0.99)
+
+
+def test_retraining_schedule_options(tmp_path):
+    rates, betas = retraining_learning_rates(tmp_path, ["retrain_schedule=constant", "lr_main=1e-3", "beta2=0.999"])
+    assert rates == [1e-3] * 75 and betas == (0.9, 0.999)
+    rates, _ = retraining_learning_rates(tmp_path / "b", ["lr_decay_step_main=30", "lr_gamma_main=0.5"])
+    assert rates == pytest.approx([1e-2] * 30 + [5e-3] * 30 + [2.5e-3] * 15, rel=1e-9)
+
+
+# -- reference-step equivalence: the released pruning and retraining steps ---------------------
+
+
+def record_prusc(run: Run) -> dict:
+    """Our run's prune and retrain phases, step by step: the classifier pruning starts from, and per
+    step the batch, its clusters, the CPU RNG state the mask sample drew from, and the state after."""
+    method = run.method
+    rec: dict = {"start": None, "prune": [], "retrain": [], "evaluated": []}
+    prune_step, retrain_step, on_epoch_end = method.prune_step, method.retrain_step, method.on_epoch_end
+    x_val = run.data.splits["val"].images.float()
+
+    def spy_prune(batch, step):
+        if rec["start"] is None:
+            rec["start"] = copy.deepcopy(method.model)
+        rng = torch.get_rng_state()
+        logs = prune_step(batch, step)
+        after = [p.detach().clone() for p in method.masks.logits]
+        rec["prune"].append((rng, batch.x.clone(), batch.y.clone(), method.clusters[batch.index].clone(), after))
+        rec["prune"][-1] += ({k: v.clone() for k, v in method.model.state_dict().items()},)
+        return logs
+
+    def spy_retrain(batch, step):
+        logs = retrain_step(batch, step)
+        rec["retrain"].append((batch.x.clone(), batch.y.clone(), copy.deepcopy(method.model.state_dict())))
+        return logs
+
+    def spy_epoch_end(epoch):
+        if method.phase.name == "prune":  # what evaluation sees: predict(), eval mode
+            method.eval()
+            with torch.no_grad():
+                rec["evaluated"].append((method.predict(x_val), method.model(x_val)))
+            method.train()
+        on_epoch_end(epoch)
+
+    method.prune_step, method.retrain_step, method.on_epoch_end = spy_prune, spy_retrain, spy_epoch_end
+    run.fit()
+    rec["x_val"] = x_val
+    return rec
+
+
+def replay_prusc(rec: dict, **options) -> tuple[PruSCReference, list]:
+    """The released steps on the same weights, batches and mask noise; the reference's state after each."""
+    ref = PruSCReference(rec["start"], **options)
+    after = []
+    for rng, x, y, clusters, *_ in rec["prune"]:
+        with torch.random.fork_rng():
+            torch.set_rng_state(rng)
+            ref.prune_step(x, y, clusters)
+        after.append(
+            ([p.clone() for p in ref.mask_logits()], copy.deepcopy(ref.net.state_dict()), ref.predict(rec["x_val"]))
+        )
+    return ref, after
+
+
+def assert_net_matches(ours: dict[str, Tensor], theirs: dict[str, Tensor], masked: list[str], masks: list[Tensor]):
+    """Our classifier's state equals the reference's: masked weights as ``W ⊙ m``, the rest as they are."""
+    gated = {f"{n.rsplit('.', 1)[0]}.layer.weight": n for n in masked}
+    renamed = {}
+    for key, value in theirs.items():
+        if ".mask.gumbel_pi" in key:
+            continue
+        name = gated.get(key) or key.replace(".layer.", ".")
+        renamed[name] = value * masks[masked.index(name)] if name in masked else value
+    assert renamed.keys() == ours.keys()
+    for key, value in ours.items():
+        torch.testing.assert_close(value, renamed[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+PRUNING = ["pruning_ep=2", "retrain_ep=2", "lambda_sparse=0.05", "lr_prune=0.2", "lr_decay_step_main=2"]
+REFERENCE_OPTIONS = {"lr_prune": 0.2, "lambda_sparse": 0.05, "lr_decay_step_main": 2}
+
+
+def assert_matches_reference(rec: dict, ref: PruSCReference, after: list, masked: list[str]) -> None:
+    """Mask logits and classifier state after every pruning step, what evaluation sees after every
+    pruning epoch, and the retrained classifier after every retraining step."""
+    assert len(rec["prune"]) == 12 and len(after) == 12  # 2 epochs of 96 samples in batches of 16
+    for step, ((*_, ours, state), (theirs, ref_state, _)) in enumerate(zip(rec["prune"], after, strict=True)):
+        for name, a, b in zip(masked, ours, theirs, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"step {step}: mask logits of {name}")
+        ones = [torch.ones_like(m) for m in theirs]
+        assert_net_matches(state, ref_state, masked, ones)  # frozen weights; BatchNorm statistics
+    per_epoch = len(after) // len(rec["evaluated"])
+    for epoch, (predicted, _) in enumerate(rec["evaluated"]):
+        torch.testing.assert_close(predicted, after[(epoch + 1) * per_epoch - 1][2], rtol=1e-5, atol=1e-5)
+    predicted, dense = rec["evaluated"][-1]
+    assert not torch.allclose(predicted, dense, atol=1e-3), "the pruned network is evaluated, not the dense one"
+    assert sum(int((m == 0).sum()) for m in ref.fixed_masks()) > 0
+    assert len(rec["retrain"]) == 6  # 2 epochs of the 40 validation samples in batches of 16
+    for x, y, state in rec["retrain"]:
+        ref.retrain_step(x, y)
+        assert_net_matches(state, ref.net.state_dict(), masked, ref.fixed_masks())
+
+
+def test_pruning_and_retraining_equal_the_released_steps(tmp_path):
+    """The released update, contrastive term and all, is ours without one: it adds ``.item()``, a
+    float. With the released mask sample (``mask_sample=dcwp``) and ``lambda_con_prune=0``, ours
+    equals it step for step: mask logits, the frozen classifier, evaluation, then retraining (mlp)."""
+    run = make_run(tmp_path / "run", sets=[*PRUNING, "mask_sample=dcwp", "lambda_con_prune=0"], epochs=1)
+    rec = record_prusc(run)
+    ref, after = replay_prusc(rec, **REFERENCE_OPTIONS, sigmoid_first=True, contrastive_grad=False)
+    assert_matches_reference(rec, ref, after, run.method.masks.names)
+
+
+def test_pruning_with_the_contrastive_gradient_equals_the_reference_loop(tmp_path):
+    """Our repairs (noise on π, the contrastive term backpropagated, mean over anchors) in the
+    reference's loop form, on the cnn (BatchNorm statistics move while the weights are frozen)."""
+    sets = [*PRUNING, "lambda_con_prune=0.5", "temperature=0.5"]
+    run = make_run(tmp_path / "run", sets=[*sets, "model.width=4", "model.depth=2"], model="cnn", epochs=1)
+    rec = record_prusc(run)
+    options = {"lambda_con_prune": 0.5, "temperature": 0.5, "sigmoid_first": False, "contrastive_grad": True}
+    ref, after = replay_prusc(rec, **REFERENCE_OPTIONS, **options, anchor_reduction="mean")
+    assert_matches_reference(rec, ref, after, run.method.masks.names)
+    # The contrastive term moves the masks: without its gradient the same steps end elsewhere.
+    _, without = replay_prusc(rec, **REFERENCE_OPTIONS, **{**options, "contrastive_grad": False})
+    assert not all(torch.allclose(a, b, atol=1e-4) for a, b in zip(after[-1][0], without[-1][0], strict=True))
+
+
+# -- reference-step equivalence: IRMv1 on the cluster environments -------------------------------
+
+IRM = ["irm_steps=6", "penalty_anneal_iters=3", "penalty_weight=100", "irm_batch_size=16", "irm_lr=0.01"]
+
+
+def hand_made_clusters(tmp_path: Path) -> Path:
+    """Clusters unrelated to the labels: both environments are then well filled."""
+    csv = tmp_path / "clusters.csv"
+    csv.write_text("index,cluster\n" + "".join(f"{i},{i % 4}\n" for i in range(96)))
+    return csv
+
+
+def record_irm(run: Run) -> dict:
+    """Our IRM phase: the fresh classifier it starts from, and per step the batch and the state after."""
+    method = run.method
+    rec: dict = {"start": None, "steps": []}
+    irm_step = method.irm_step
+
+    def spy(batch, step):
+        if rec["start"] is None:
+            rec["start"] = copy.deepcopy(method.model)
+        logs = irm_step(batch, step)
+        rec["steps"].append((step, batch.x.clone(), batch.y.clone(), copy.deepcopy(method.model.state_dict()), logs))
+        return logs
+
+    method.irm_step = spy
+    run.fit()
+    return rec
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_irm_step_equals_the_reference(tmp_path, model):
+    """irm.py's loop body on our environment batches (first half minority, second half balanced):
+    the classifier after every step, across the switch to λ = 100 at step 3 and the division by it."""
+    sets = [*IRM, f"clusters={hand_made_clusters(tmp_path)}"]
+    sets += ["model.width=4", "model.depth=2"] if model == "cnn" else []
+    rec = record_irm(make_run(tmp_path / "run", method="irm-afe", sets=sets, model=model))
+    ref = IRMReference(rec["start"], lr=0.01, l2_regularizer_weight=1e-3, penalty_weight=100, penalty_anneal_iters=3)
+    assert [step for step, *_ in rec["steps"]] == list(range(6))
+    for step, x, y, state, _ in rec["steps"]:
+        ref.step(step, [(x[:8], y[:8]), (x[8:], y[8:])])
+        for key, value in state.items():
+            torch.testing.assert_close(value, ref.mlp.state_dict()[key], rtol=1e-5, atol=1e-6, msg=f"{step}: {key}")
+    assert any(float(logs["penalty"]) > 1e-4 for *_, logs in rec["steps"])  # the penalty acts in these steps
+
+
+def test_irm_penalty_weight_and_environments_matter(tmp_path):
+    """The reference replay tells apart what the IRM step must not lose: the penalty (dropped or
+    without its weight) and the environments (one pooled batch instead of two)."""
+    rec = record_irm(
+        make_run(tmp_path / "run", method="irm-afe", sets=[*IRM, f"clusters={hand_made_clusters(tmp_path)}"])
+    )
+    state = rec["steps"][4][3]
+
+    def replay(envs, **options) -> dict:
+        ref = IRMReference(rec["start"], lr=0.01, **{"penalty_weight": 100, "penalty_anneal_iters": 3, **options})
+        for step, bx, by, *_ in rec["steps"][:5]:
+            ref.step(step, envs(bx, by))
+        return ref.mlp.state_dict()
+
+    def differs(theirs: dict) -> bool:
+        return any(not torch.allclose(state[k], theirs[k], rtol=1e-5, atol=1e-6) for k in state)
+
+    split = lambda bx, by: [(bx[:8], by[:8]), (bx[8:], by[8:])]  # noqa: E731
+    assert not differs(replay(split))
+    assert differs(replay(lambda bx, by: [(bx, by)]))  # environments pooled
+    assert differs(replay(lambda bx, by: [(bx[::2], by[::2]), (bx[1::2], by[1::2])]))  # environments mixed
+    assert differs(replay(split, penalty_weight=1.0))  # the penalty weight never switched on
+    assert differs(replay(split, penalty_anneal_iters=100))

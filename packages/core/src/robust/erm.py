@@ -13,6 +13,9 @@ from robust.data import Batch
 from robust.errors import ConfigError
 from robust.method import Method, MethodContext
 
+#: The backbone group_DRO and JTT fine-tune (methods that start from an ERM model use the same).
+RESNET50_IMAGENET = {"name": "resnet50", "weights": "IMAGENET1K_V1"}
+
 
 class ERMConfig(MethodConfig):
     """Options of ERM and of the optimiser most baselines share."""
@@ -78,15 +81,19 @@ class ERM(Method):
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # The generated datasets: Adam trains the small models in a few epochs on a CPU.
         "synthetic": {"method": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}, "train": {"epochs": 8}},
-        # group_DRO's README command for Waterbirds ERM: SGD lr 1e-3, wd 1e-4, batch 128, 300 epochs.
+        # group_DRO's README command for Waterbirds ERM: SGD lr 1e-3, wd 1e-4, batch 128, 300 epochs, on
+        # torchvision's ImageNet-pretrained ResNet-50 (`resnet50(pretrained=True)`: IMAGENET1K_V1).
         "waterbirds": {
             "method": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4},
             "train": {"batch_size": 128, "epochs": 300},
+            "model": dict(RESNET50_IMAGENET),
         },
-        # JTT authors' best ERM on CelebA (anniesch/jtt#2): lr 1e-4, wd 1e-4; group_DRO: batch 128, 50 epochs.
+        # JTT authors' best ERM on CelebA (anniesch/jtt#2): lr 1e-4, wd 1e-4; group_DRO: batch 128, 50 epochs;
+        # both the ImageNet-pretrained ResNet-50.
         "celeba": {
             "method": {"optimizer": "sgd", "lr": 1e-4, "momentum": 0.9, "weight_decay": 1e-4},
             "train": {"batch_size": 128, "epochs": 50},
+            "model": dict(RESNET50_IMAGENET),
         },
     }
     dataset_presets: ClassVar[dict[str, str]] = {

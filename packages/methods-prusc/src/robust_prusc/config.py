@@ -83,8 +83,21 @@ class PruSCConfig(PseudoGroupConfig):
         description="Data of the retraining: val (the official code; class labels only) or train. With val, "
         "val-based model selection reads training data: the summary's default rule is then last.",
     )
-    lr_main: float = Field(
-        1e-3, gt=0, description="Adam learning rate of the retraining (DCWP's scripts: 5e-4 to 1e-3; its default 1e-2)."
+    lr_main: float = Field(1e-2, gt=0, description="Adam learning rate of the retraining (run.py: 1e-2).")
+    retrain_schedule: Literal["step", "constant"] = Field(
+        "step",
+        description="step: the retraining lr times lr_gamma_main every lr_decay_step_main iterations (run.py's "
+        "StepLR, stepped after every iteration); constant: lr_main throughout.",
+    )
+    lr_decay_step_main: int = Field(
+        60, ge=1, description="Iterations between the retraining lr's decays (run.py: 60; DCWP: 600)."
+    )
+    lr_gamma_main: float = Field(0.1, gt=0, description="Factor of each retraining lr decay (run.py: 0.1).")
+    beta1: float = Field(
+        0.9, ge=0, lt=1, description="Adam β1 of the retraining (DCWP's main.py: 0.9; PruSC's run.py names it only)."
+    )
+    beta2: float = Field(
+        0.99, ge=0, lt=1, description="Adam β2 of the retraining (DCWP's main.py: 0.99; PruSC's run.py names it only)."
     )
 
 

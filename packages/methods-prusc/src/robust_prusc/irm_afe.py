@@ -88,9 +88,10 @@ class IRMAFE(PseudoGroupMethod):
 
     def irm_step(self, batch: Batch, step: int) -> dict[str, Any]:
         c = self.config
-        logits = self.model(batch.x)
         risks, penalties = [], []
-        for z, y in zip(logits.split(self.env_batch), batch.y.split(self.env_batch), strict=True):
+        # Each environment forwarded on its own, as the reference does (BatchNorm statistics per environment).
+        for x, y in zip(batch.x.split(self.env_batch), batch.y.split(self.env_batch), strict=True):
+            z = self.model(x)
             risks.append(self.loss(z, y).mean())
             penalties.append(self.irm_penalty(z, y))
         risk, penalty = torch.stack(risks).mean(), torch.stack(penalties).mean()

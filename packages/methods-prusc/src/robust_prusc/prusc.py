@@ -15,7 +15,8 @@ Phases, each resumable (``robust run prusc``; ``--rerun PHASE`` reruns one and t
    cluster-contrastive loss (:mod:`robust_prusc.contrastive`), on batches drawn evenly over the
    (class, cluster) pseudo groups; ``sparsity.json`` reports the kept weights per layer;
 4. ``retrain``: the mask fixed (``π ≥ 0``), the kept weights retrained with CE from their ERM
-   values, on the validation split (the official code) or the training split.
+   values, on the validation split (the official code) or the training split; Adam 1e-2, the lr
+   ×0.1 every 60 iterations (run.py's defaults).
 
 Model selection reads the ``retrain`` phase only: the ERM model is not PruSC's result.
 """
@@ -107,12 +108,20 @@ class PruSC(PseudoGroupMethod):
     # -- phase retrain --------------------------------------------------------------------
 
     def start_retraining(self) -> None:
-        """Fix the mask, prune the weights for good, train the kept weights from their ERM values."""
+        """Fix the mask, prune the weights for good, train the kept weights from their ERM values with
+        the official optimiser: Adam (lr_main, β1, β2, no weight decay), the lr decayed per iteration."""
+        c = self.config
         assert self.masks is not None
         self.masks.requires_grad_(False)
         self.reapply_mask()
         self.model.requires_grad_(True)
-        self.add_optimizer("retrain", torch.optim.Adam(self.model.parameters(), lr=self.config.lr_main))
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr_main, betas=(c.beta1, c.beta2))
+        schedule = (
+            torch.optim.lr_scheduler.StepLR(optimizer, step_size=c.lr_decay_step_main, gamma=c.lr_gamma_main)
+            if c.retrain_schedule == "step"
+            else None
+        )
+        self.add_optimizer("retrain", optimizer, schedule, interval="step")
 
     def retrain_step(self, batch: Batch, step: int) -> dict[str, Any]:
         loss = self.loss(self.model(batch.x), batch.y).mean()

@@ -22,6 +22,7 @@ from robust.errors import ConfigError
 from robust.method import MethodContext, Phase
 from robust.trained import trained_weights
 from robust_prusc.config import PseudoGroupConfig
+from robust_prusc.erm_source import check_erm_source
 
 
 class PseudoGroupMethod(ERM):
@@ -45,19 +46,11 @@ class PseudoGroupMethod(ERM):
     # -- phase load -----------------------------------------------------------------------
 
     def load_erm_model(self) -> None:
-        """The classifier of another run directory, checked to be for this dataset and model."""
+        """The classifier of another run directory, refused unless its dataset, model, model options
+        (pretrained weights...) and input size are this run's (:mod:`robust_prusc.erm_source`)."""
         c, ctx = self.config, self.ctx
         config, weights = trained_weights(c.from_run, c.from_checkpoint, map_location=ctx.device)
-        mine = ctx.config
-        for key, theirs, ours in (
-            ("dataset", config.get("dataset", {}).get("name"), mine.dataset_name),
-            ("model", config.get("model", {}).get("name"), mine.model_name),
-        ):
-            if theirs != ours:
-                raise ConfigError(
-                    f"--from {c.from_run!r} trained {key} {theirs!r}, but this run uses {ours!r}: the ERM model must "
-                    f"match. Pass --{key} {theirs}, or train the ERM phase here (drop --from)."
-                )
+        check_erm_source(c.from_run, config, ctx.config)
         try:
             self.model.load_state_dict(weights)
         except RuntimeError as exc:
