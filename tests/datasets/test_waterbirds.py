@@ -14,6 +14,7 @@ from robust.data import ArraySplit
 from robust.errors import DataError
 from robust_datasets import waterbirds
 from robust_datasets.imagefiles import ImageFileSplit
+from robust_datasets.options import IMAGENET_MEAN
 
 SPECIES = {0: "026.Bronzed_Cowbird", 1: "001.Black_footed_Albatross"}  # y -> species folder
 # (split, y, place) -> images: train 95 %-style skew, val/test balanced within each class
@@ -160,7 +161,7 @@ def test_waterbirds_masks_true_without_segmentations_names_the_folders(tmp_path)
 def test_waterbirds_bit_normalization_and_plain_resize(release):
     bundle = waterbirds.load({"image_size": 24, "crop_fraction": 1.0, "normalization": "bit"}, release)
     assert bundle.info.mean == (0.5, 0.5, 0.5) and bundle.info.std == (0.5, 0.5, 0.5)
-    assert waterbirds.load({"image_size": 24}, release).info.mean == waterbirds.IMAGENET_MEAN
+    assert waterbirds.load({"image_size": 24}, release).info.mean == IMAGENET_MEAN
     # crop_fraction=1: the whole 24x16 image squashed, background colour at the very border
     first = next(r for r in rows() if r["split"] == 1)
     whole = np.array(Image.open(release / waterbirds.FOLDER / first["img_filename"]).convert("RGB").resize((24, 24)))

@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -49,7 +49,7 @@ from robust.errors import DataError
 from robust_datasets.h5cache import cached_dataset
 from robust_datasets.imagefiles import ImageFileSplit, Resize, decode_image, in_memory
 from robust_datasets.missing import missing_dataset
-from robust_datasets.options import ImageDatasetConfig
+from robust_datasets.options import NormalizedImageConfig
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch import Tensor
@@ -70,24 +70,16 @@ SPLIT_FILES = {
     "val_trans": "trans_val_annotations.json",
 }
 EMPTY_CATEGORY = 30
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "bit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
 Box = tuple[int, int, int, int]
 
 
-class CCTConfig(ImageDatasetConfig):
+class CCTConfig(NormalizedImageConfig):
     """Options of cct."""
 
     masks: bool = Field(
         False,
         description="Give the training split masks rasterised from every box of a sample (all zero without a box).",
-    )
-    normalization: Literal["imagenet", "bit"] = Field(
-        "imagenet",
-        description="Input normalisation: imagenet = ImageNet mean/std; bit = mean = std = 0.5 (BiT's, which CFGen's "
-        "reference uses, so that pixel values span [-1, 1]).",
     )
 
 
@@ -236,8 +228,8 @@ def load(config: CCTConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
         input_shape=(3, side, side),
         class_names=[categories[c] for c in category_ids],
         group_names=[],
-        mean=NORMALIZATIONS[config.normalization][0],
-        std=NORMALIZATIONS[config.normalization][1],
+        mean=config.mean_std()[0],
+        std=config.mean_std()[1],
         train_augment="crop_flip",
         has_masks=config.masks,
         auc=True,  # CFGen selects CCT models by val macro AUC

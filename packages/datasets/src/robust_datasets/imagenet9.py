@@ -40,7 +40,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -50,7 +50,7 @@ from robust.errors import DataError
 from robust_datasets.h5cache import cached_dataset
 from robust_datasets.imagefiles import ImageFileSplit, Resize, decode_image, in_memory
 from robust_datasets.missing import missing_dataset
-from robust_datasets.options import ImageDatasetConfig
+from robust_datasets.options import NormalizedImageConfig
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch import Tensor
@@ -66,12 +66,9 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 MAIN_TESTS = ("mixed_same", "mixed_rand", "mixed_next")
 OPTIONAL_TESTS = ("only_fg", "no_fg", "only_bg_b", "only_bg_t")
 TRAIN_SETS = {"in9": "original", "in9l": "in9l"}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "bit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
 
-class ImageNet9Config(ImageDatasetConfig):
+class ImageNet9Config(NormalizedImageConfig):
     """Options of in9 and in9l."""
 
     masks: bool = Field(
@@ -82,11 +79,6 @@ class ImageNet9Config(ImageDatasetConfig):
     extra_tests: list[str] = Field(
         default_factory=list,
         description=f"More test variants evaluated as test_<variant>: any of {', '.join(OPTIONAL_TESTS)}.",
-    )
-    normalization: Literal["imagenet", "bit"] = Field(
-        "imagenet",
-        description="Input normalisation: imagenet = ImageNet mean/std; bit = mean = std = 0.5 (BiT's, which CFGen's "
-        "reference uses, so that pixel values span [-1, 1]).",
     )
 
 
@@ -208,8 +200,8 @@ def _load(name: str, config: ImageNet9Config | dict[str, Any], data_root: Path) 
         input_shape=(3, config.image_size, config.image_size),
         class_names=class_names,
         group_names=[],
-        mean=NORMALIZATIONS[config.normalization][0],
-        std=NORMALIZATIONS[config.normalization][1],
+        mean=config.mean_std()[0],
+        std=config.mean_std()[1],
         train_augment="crop_flip",
         has_masks=config.masks,
         derived_metrics={"test/bg_gap": ["test_mixed_same/avg_acc", "test_mixed_rand/avg_acc"]},

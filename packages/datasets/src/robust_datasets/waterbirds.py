@@ -54,7 +54,7 @@ from robust_datasets.csvfiles import read_csv
 from robust_datasets.h5cache import cached_dataset
 from robust_datasets.imagefiles import FractionCrop, ImageFileSplit, Resize, decode_image, in_memory, mask_bbox
 from robust_datasets.missing import missing_dataset
-from robust_datasets.options import ImageDatasetConfig
+from robust_datasets.options import NormalizedImageConfig
 from robust_datasets.plugin import WATERBIRDS_SOURCE
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -77,14 +77,11 @@ SPLIT_CODES = {0: "train", 1: "val", 2: "test"}
 CLASS_NAMES = ["landbird", "waterbird"]
 PLACE_NAMES = ["land", "water"]
 GROUP_NAMES = [f"{bird}_{place}" for bird in CLASS_NAMES for place in PLACE_NAMES]  # g = 2 * y + place
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 MASKS_FOLDER = "segmentations"
-NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "bit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 MASK_SOURCE = "the CUB-200-2011 segmentations (segmentations.tgz, www.vision.caltech.edu/datasets/cub_200_2011)"
 
 
-class WaterbirdsConfig(ImageDatasetConfig):
+class WaterbirdsConfig(NormalizedImageConfig):
     """Options of waterbirds."""
 
     crop_fraction: float = Field(
@@ -111,11 +108,6 @@ class WaterbirdsConfig(ImageDatasetConfig):
         None,
         description="Folder of the CUB segmentation PNGs (same relative path as each image, .png), when not at the "
         "default place; relative paths start at the dataset folder. Giving it also turns masks on.",
-    )
-    normalization: Literal["imagenet", "bit"] = Field(
-        "imagenet",
-        description="Input normalisation: imagenet = ImageNet mean/std; bit = mean = std = 0.5 (BiT's, which CFGen's "
-        "reference uses, so that pixel values span [-1, 1]).",
     )
 
 
@@ -363,8 +355,8 @@ def build(config: WaterbirdsConfig | dict[str, Any], data_root: Path) -> Dataset
         class_names=list(CLASS_NAMES),
         group_names=list(GROUP_NAMES),
         bias_names=list(PLACE_NAMES),
-        mean=NORMALIZATIONS[config.normalization][0],
-        std=NORMALIZATIONS[config.normalization][1],
+        mean=config.mean_std()[0],
+        std=config.mean_std()[1],
         train_augment=config.train_augment,
         has_masks=segmentations is not None,
         extra={
