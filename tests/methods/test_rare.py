@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,6 +19,7 @@ from robust_rare.patterns import PATTERNS, apply_pattern, canonical, random_patt
 from robust_rare.planting import PlantOptions, plant
 
 from ..core.tiny import TinyConfig, TinyPlugin, load_tiny
+from .reference import rare_reference as ref
 
 
 @pytest.fixture(autouse=True)
@@ -132,12 +134,27 @@ def test_planting_into_a_streamed_split_applies_on_read():
 def test_options_and_reference_names_through_resolve_and_load():
     config = resolve_run_config("erm", dataset="tiny", sets=["dataset.pattern=v8", "dataset.n_spurious=2"]).config
     assert config.dataset["pattern"] == "v8" and config.dataset["n_spurious"] == 2
-    assert parse_name("mnistv8-3-0-0") == ("mnist", {"pattern": "v8", "n_spurious": 3, "target": 0, "pattern_seed": 0})
-    assert parse_name("fashionv20-100-1-4")[0] == "fashion-mnist"
+    # The reference's three datasets train on their whole training split (no val hold-out).
+    assert parse_name("mnistv8-3-0-0") == (
+        "mnist",
+        {"n_val": 0, "pattern": "v8", "n_spurious": 3, "target": 0, "pattern_seed": 0},
+    )
+    assert parse_name("fashionv20-100-1-4") == (
+        "fashion-mnist",
+        {"n_val": 0, "pattern": "v20", "n_spurious": 100, "target": 1, "pattern_seed": 4},
+    )
     assert parse_name("cifar10v18-5-9-2") == (
         "cifar10",
-        {"pattern": "v18", "n_spurious": 5, "target": 9, "pattern_seed": 2},
+        {"val_size": 0, "pattern": "v18", "n_spurious": 5, "target": 9, "pattern_seed": 2},
     )
+    assert parse_name("synthetic-cmnistv8-3-0-0")[1] == {
+        "pattern": "v8",
+        "n_spurious": 3,
+        "target": 0,
+        "pattern_seed": 0,
+    }
+    config = resolve_run_config("erm", dataset="mnistv8-3-0-0", sets=["dataset.n_val=100"]).config
+    assert config.dataset["n_val"] == 100  # a hold-out when asked
     assert parse_name("waterbirds") is None
     config = resolve_run_config("erm", dataset="tinyv1-4-1-3").config
     assert config.dataset_name == "tiny"
@@ -597,3 +614,303 @@ def test_planting_on_mnist_fashion_and_cifar10_files(tmp_path, name, folder, pat
     changed = (after.images != before.images).flatten(1).any(dim=1).nonzero().flatten().tolist()
     assert set(changed) <= set(planted["index"]) and changed  # only the planted images, at least one changed
     assert (before.labels[planted["index"]] == planted["target"]).all()
+
+
+# -- against the reference's code (tests/methods/reference/rare_reference.py) ---------------------
+
+
+def as_reference(images: torch.Tensor) -> np.ndarray:
+    """uint8 (N, C, H, W) → the reference's float NHWC in [0, 1] (tf.keras's arrays / 255)."""
+    return images.permute(0, 2, 3, 1).numpy().astype(np.float32) / 255
+
+
+@pytest.mark.parametrize("pattern", ["v1", "v3", "v8", "v18", "v19", "v20"])
+@pytest.mark.parametrize(("target", "seed"), [(0, 0), (1, 3)])
+def test_planting_picks_the_reference_s_images_and_pixels(pattern, target, seed):
+    data = tiny()
+    train = data.splits["train"]
+    out = plant(data, PlantOptions(pattern=pattern, n_spurious=7, target=target, pattern_seed=seed))
+    x_ref, index_ref = ref.planted_dataset(as_reference(train.images), train.labels.numpy(), pattern, 7, target, seed)
+    assert out.info.extra["planted"]["index"] == sorted(index_ref.tolist())  # the same draw, of the target class
+    ours = as_reference(out.splits["train"].images)
+    exact = pattern in ("v1", "v3", "v8")
+    assert np.abs(ours - x_ref).max() <= (1e-7 if exact else 0.5 / 255 + 1e-6)  # uint8 rounding only
+    assert not np.array_equal(ours[index_ref], as_reference(train.images)[index_ref])  # the pattern is there
+
+
+@pytest.mark.parametrize(
+    ("name", "folder"), [("mnistv8-3-0-0", "MNIST"), ("fashionv19-4-1-2", "FashionMNIST"), ("cifar10v20-3-2-1", None)]
+)
+def test_reference_names_plant_into_the_study_s_images_of_the_whole_training_split(tmp_path, name, folder):
+    """No val hold-out under a reference name: the study's RandomState(seed) draw lands on the same images."""
+    from ..datasets.test_cifar import write_cifar10
+    from ..datasets.test_mnist import write_mnist
+
+    if folder is None:
+        labels, rows = write_cifar10(tmp_path / "cifar-10-batches-py")
+        images = rows.reshape(-1, 3, 32, 32)
+    else:
+        images, labels = write_mnist(tmp_path / folder)["train"]
+        images = images[:, None]
+    data = load_dataset(name, root=tmp_path)
+    train = data.splits["train"]
+    assert len(train) == len(labels) and data.info.extra.get("val_is_test")
+    o = parse_name(name)[1]
+    x_ref, index_ref = ref.planted_dataset(
+        as_reference(torch.from_numpy(images)), labels, o["pattern"], o["n_spurious"], o["target"], o["pattern_seed"]
+    )
+    assert data.info.extra["planted"]["index"] == sorted(index_ref.tolist())
+    assert np.abs(as_reference(train.images) - x_ref).max() <= 0.5 / 255 + 1e-6
+
+
+def pattern_sensitive_model() -> torch.nn.Module:
+    """A random tanh MLP on the tiny images whose class-1 probability the patterns move for some test
+    images and not others (scores strictly between 0 and 1 for target 1, about 0 for target 0)."""
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    with torch.no_grad():
+        model[3].weight.mul_(6)
+    return model.eval()
+
+
+@pytest.mark.parametrize("pattern", ["v1", "v3", "v8", "v19", "v20"])
+def test_spurious_score_equals_the_reference_notebook_s(pattern):
+    from robust_rare.score import spurious_score
+
+    data = tiny()
+    test = data.splits["test"]
+    model = pattern_sensitive_model()
+    mean = torch.tensor(data.info.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.info.std).view(1, -1, 1, 1)
+
+    @torch.no_grad()
+    def predict(x: np.ndarray) -> np.ndarray:  # the same model, fed as our loader feeds it
+        return model((torch.from_numpy(x).float().permute(0, 3, 1, 2) - mean) / std).numpy()  # as its pred_fn
+
+    for target, seed in ((1, 0), (0, 1)):
+        ours = spurious_score(model, test, data.info, pattern, target, seed)
+        score, rise = ref.spurious_score(predict, as_reference(test.images), pattern, seed, target)
+        others, _ = ref.spurious_score(
+            predict, as_reference(test.images), pattern, seed, target, tsty=test.labels.numpy()
+        )
+        if pattern in ("v1", "v3", "v8"):  # the same pixels: the same numbers
+            assert ours["spurious_score"] == pytest.approx(score, abs=1e-6)  # float32 mean
+            assert ours["spurious_score_others"] == pytest.approx(others, abs=1e-6)
+            assert ours["mean_rise"] == pytest.approx(float(rise.mean()), abs=1e-6)
+        else:  # half a grey level apart: the same verdict wherever the rise is not within 0.01 of τ
+            clear = np.abs(rise - 0.1) > 0.01
+            assert ours["mean_rise"] == pytest.approx(float(rise.mean()), abs=0.01)
+            assert abs(ours["spurious_score"] - score) <= (~clear).mean() + 1e-6
+    assert 0.05 < spurious_score(model, test, data.info, pattern, 1, 0)["spurious_score"] < 0.9  # not trivial
+
+
+def small_classifier() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A tiny tanh MLP fitted on 30 random points of 3 classes (a curved loss: the Hessian matters)."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(30, 6, generator=gen), torch.randint(0, 3, (30,), generator=gen)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    opt = torch.optim.Adam(model.parameters(), 0.05)
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval(), x, y
+
+
+@pytest.mark.parametrize("released_graph", [True, False])
+def test_group_influence_edit_equals_the_reference_s_from_the_same_draws(released_graph, one_thread):
+    """The reference's LiSSA (its training points drawn as it draws them) against ours replaying the same
+    draws: the edited weights agree to float rounding, with our options set to its two departures from
+    LiSSA (no division by scale; products differentiated through v); with the textbook products, ours
+    equals the reference with v detached (the part that is the same) and differs from the released one."""
+    import copy
+
+    from robust_rare.removal import group_influence_edit
+
+    model, x, y = small_classifier()
+    spurious = torch.tensor([4, 1, 7])  # the reference's unsorted choice order
+    scale, damp, depth, repeats = 10.0, 0.01, 40, 2
+    torch.manual_seed(1)
+    params, drawn = ref.first_order_group_influence(
+        model, x[spurious], y[spurious], x, y, damp, scale, depth, repeats, released_graph=released_graph
+    )
+    assert len(drawn) == len(spurious) * repeats * depth and len(set(drawn)) > 20  # all the training points
+    edited_ref = copy.deepcopy(model)
+    ref.group_influence_edit(edited_ref, params)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    kwargs = {"depth": depth, "repeats": repeats, "damp": damp, "scale": scale, "literal_hvp": released_graph}
+    literal = group_influence_edit(model, x, y, spurious, literal_scale=True, draws=iter(drawn), **kwargs)
+    textbook = group_influence_edit(model, x, y, spurious, draws=iter(drawn), **kwargs)
+    for name, p in edited_ref.named_parameters():
+        delta = (p - before[name]).detach()
+        assert delta.abs().max() > 1e-4  # the edit is not nothing
+        assert torch.allclose(literal[name], p.detach(), rtol=1e-5, atol=1e-7), name
+        assert torch.allclose(textbook[name] - before[name], delta / scale, rtol=1e-3, atol=1e-6), name
+    if released_graph:
+        textbook = group_influence_edit(
+            model, x, y, spurious, literal_scale=True, draws=iter(drawn), **{**kwargs, "literal_hvp": False}
+        )
+        gap = max((textbook[n] - p).abs().max() for n, p in edited_ref.named_parameters())
+        assert gap > 1e-6  # the reference's extra H_z term is real, and only literal_hvp reproduces it
+
+
+def test_lissa_defaults_are_the_reference_s_per_dataset():
+    from robust_rare.removal import lissa_defaults
+
+    assert lissa_defaults("mnist", 3) == (25.0, 2000) and lissa_defaults("mnist", 100) == (25.0, 1000)
+    assert lissa_defaults("fashion-mnist", 99) == (100.0, 2000) and lissa_defaults("fashion-mnist", 100) == (
+        100.0,
+        1000,
+    )
+    assert lissa_defaults("cifar10", 3) == (100.0, 1000) and lissa_defaults("cifar10", 500) == (100.0, 1000)
+    assert lissa_defaults("synthetic-cmnist", 3) == (25.0, 2000)  # the reference's last branch
+
+
+def test_remove_command_uses_the_reference_s_lissa_depth_on_cifar10(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from robust.cli import cli
+    from robust.engine import Run
+    from robust_rare import removal
+
+    from ..datasets.test_cifar import write_cifar10
+
+    write_cifar10(tmp_path / "cifar-10-batches-py")
+    resolved = resolve_run_config(
+        "erm", dataset="cifar10v8-3-0-0", model="mlp", flags={"epochs": 1, "data_root": str(tmp_path)}
+    )
+    Run(resolved, tmp_path / "run", quiet=True).fit()
+    seen = {}
+
+    def recording(model, images, labels, spurious, **kwargs):
+        seen.update(kwargs, m=len(spurious), n=len(labels))
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    monkeypatch.setattr(removal, "group_influence_edit", recording)
+    args = ["rare", "remove", str(tmp_path / "run"), "--how", "influence", "--out", str(tmp_path / "gi")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert (seen["depth"], seen["scale"], seen["damp"], seen["repeats"]) == (1000, 100.0, 0.01, 10)
+    assert (seen["m"], seen["n"]) == (3, 300) and not seen["literal_scale"] and not seen["literal_hvp"]
+
+
+def source_run(tmp_path: Path) -> Path:
+    """A finished run whose step schedule decayed its Adam learning rate from 0.01 to 0.001."""
+    from robust.engine import Run
+
+    sets = ["optimizer=adam", "lr=0.01", "weight_decay=0", "schedule=step", "milestones=[1]", "train.augment=none"]
+    resolved = resolve_run_config("erm", dataset="tinyv3-6-1-0", model="mlp", sets=sets, flags={"epochs": 2})
+    Run(resolved, tmp_path / "source", quiet=True).fit()
+    return tmp_path / "source"
+
+
+def test_retraining_continues_from_the_model_and_its_optimizer_state_as_the_reference(tmp_path, one_thread):
+    """The study's incremental retraining loads the optimizer with the model (its decayed learning rate
+    and Adam's moments) and trains without a schedule: the same steps as the reference's loop, replayed
+    on the same batches from the same checkpoint."""
+    from robust.checkpoint import load_checkpoint
+    from robust.trained import load_trained_run, trained_weights
+    from robust_rare.retraining import retraining_run
+
+    source = source_run(tmp_path)
+    saved = load_checkpoint(source / "checkpoints" / "last.pt")["method"]["optimizers"]["model"]
+    assert saved["param_groups"][0]["lr"] == pytest.approx(0.001)
+    run = retraining_run(source, tmp_path / "retrain", epochs=1)
+    optimizer = run.method.optimizers["model"]
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.001)  # not a fresh 0.01
+    assert run.config.method["schedule"] == "constant" and run.config.dataset["drop_planted"] is True
+    assert len(run.data.splits["train"]) == 96 - 6
+    batches = []
+    update = run.method.update
+
+    def recording(batch, step):
+        batches.append((batch.x.clone(), batch.y.clone()))
+        return update(batch, step)
+
+    run.method.update = recording
+    run.fit()
+    after = load_checkpoint(tmp_path / "retrain" / "checkpoints" / "last.pt")["method"]["optimizers"]["model"]
+    assert after["param_groups"][0]["lr"] == pytest.approx(0.001)  # constant: no schedule stepped it
+    steps_before = next(iter(saved["state"].values()))["step"]
+    assert next(iter(after["state"].values()))["step"] == steps_before + len(batches)  # Adam's counts go on
+
+    reference = load_trained_run(source).model
+    _, weights = trained_weights(source)
+    # The reference's model is built with the CLI's lr (0.01); its load() replaces it with the saved state's.
+    reference_optimizer = torch.optim.Adam(reference.parameters(), lr=0.01)
+    ref.continue_training(
+        reference, reference_optimizer, {"model_state_dict": weights, "optimizer_state_dict": saved}, batches
+    )
+    ours = load_trained_run(tmp_path / "retrain").model
+    for (name, p), q in zip(ours.named_parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6), name
+    assert not torch.allclose(ours.head.weight, dict(weights)["head.weight"])  # it did train
+
+
+def test_retraining_defaults_and_its_clean_errors(tmp_path):
+    from robust.checkpoint import load_checkpoint, save_checkpoint
+    from robust.errors import RunDirError
+    from robust_rare.retraining import retraining_run
+
+    source = source_run(tmp_path)
+    run = retraining_run(source, tmp_path / "a")
+    assert run.config.train.epochs == 3  # the reference's 70 → 140 inclusive: one epoch more than the run's
+    payload = load_checkpoint(source / "checkpoints" / "last.pt")
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "config.json").write_text((source / "config.json").read_text())
+    save_checkpoint(
+        edited / "checkpoints" / "last.pt", {"engine": {}, "method": {"modules": payload["method"]["modules"]}}
+    )
+    with pytest.raises(ConfigError, match="no optimizer state"):
+        retraining_run(edited, tmp_path / "b")
+    with pytest.raises(RunDirError, match="not a run directory"):
+        retraining_run(tmp_path / "nowhere", tmp_path / "c")
+
+
+# -- the study's recipe -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dataset", "model", "weight_decay", "split_option"),
+    [
+        ("mnist", "large-mlp", 0.0, ("n_val", 0)),
+        ("fashion", "large-mlp", 0.0, ("n_val", 0)),
+        ("cifar10", "alt-resnet20", 1e-4, ("val_size", 0)),
+    ],
+)
+def test_sweep_trains_the_study_s_recipe_on_its_datasets(
+    tmp_path, monkeypatch, dataset, model, weight_decay, split_option
+):
+    from click.testing import CliRunner
+
+    from robust.cli import cli
+    from robust_rare import sweep
+
+    captured = {}
+
+    def capture(spec, root, **kwargs):
+        captured["spec"] = spec
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(sweep, "run_sweep", capture)
+    result = CliRunner().invoke(cli, ["rare", "sweep", "--dataset", dataset, "--out", str(tmp_path / "s")])
+    assert "spec" in captured, result.output
+    spec = captured["spec"]
+    assert spec.seeds == [0, 1, 2, 3, 4] and spec.epochs == 70 and spec.target == 0
+    counts = [0, 3, 5, 10, 20, 100, 500] if dataset == "cifar10" else [0, 3, 5, 10, 20, 100, 2000, 5000]
+    assert spec.counts == counts
+    for cell in (sweep.Cell(None, 0, 0, "none"), sweep.Cell("v8", 3, 4, "none"), sweep.Cell("v8", 3, 1, "l2=1e-3")):
+        run = sweep.cell_run(spec, cell)
+        flags = {"seed": run.seed, **dict(run.flags)}
+        config = resolve_run_config(run.method, dataset=run.dataset, sets=list(run.sets), flags=flags).config
+        assert config.model_name == model
+        assert config.dataset[split_option[0]] == split_option[1]  # the whole training split, the clean run too
+        assert config.method["optimizer"] == "adam" and config.method["lr"] == 0.01
+        assert config.method["milestones"] == [40, 50, 60] and config.train.batch_size == 128
+        assert config.method["weight_decay"] == (1e-3 if cell.mitigation == "l2=1e-3" else weight_decay)
+        assert config.seed == 0 and config.train.epochs == 70
+    tiny_spec = sweep.SweepSpec(dataset="tiny", patterns=["v1"], counts=[0, 2], seeds=[0])
+    tiny_run = sweep.cell_run(tiny_spec, sweep.Cell("v1", 2, 0, "none"))
+    assert not any(s.startswith(("model.name", "dataset.n_val")) for s in tiny_run.sets)  # other datasets: theirs

@@ -131,8 +131,17 @@ def _csv(kind: type, text: str, what: str) -> list[Any]:
 @rare.command("sweep")
 @click.option("--dataset", "-d", default="synthetic-cmnist", show_default=True, help="Any registered image dataset.")
 @click.option("--patterns", default="v8,v20", show_default=True, help="Patterns (comma-separated).")
-@click.option("--counts", default="0,1,3,10,100", show_default=True, help="Planted examples (comma-separated).")
-@click.option("--seeds", default="0,1,2", show_default=True, help="Dataset seeds: which images, which random pattern.")
+@click.option(
+    "--counts",
+    help="Planted examples (comma-separated). Default: the study's on mnist/fashion-mnist (0,3,5,10,20,100,2000,"
+    "5000) and cifar10 (0,3,5,10,20,100,500), else 0,1,3,10,100.",
+)
+@click.option(
+    "--seeds",
+    default="0,1,2,3,4",
+    show_default=True,
+    help="Dataset seeds: which images, which random pattern (the study's 5: params.py, the notebooks' range(5)).",
+)
 @click.option("--target", type=int, default=0, show_default=True, help="The class whose images get the pattern.")
 @click.option(
     "--mitigations",
@@ -141,7 +150,12 @@ def _csv(kind: type, text: str, what: str) -> list[Any]:
     help="Comma-separated: none, l2=WEIGHT_DECAY, noise=STD (Gaussian input noise, [0, 1] pixel units), or the "
     "study's grids l2-grid, noise-grid (MNIST/Fashion), l2-grid-cifar, noise-grid-cifar.",
 )
-@click.option("--model", "-m", help="Model (default: the dataset's; the study: LargeMLP, altResNet20Norm02).")
+@click.option(
+    "--model",
+    "-m",
+    help="Model. Default: the study's on its datasets (LargeMLP on mnist/fashion-mnist, altResNet20Norm02 with "
+    "weight decay 1e-4 on cifar10), else the dataset's.",
+)
 @click.option("--epochs", type=int, default=70, show_default=True, help="Epochs of every run (the study: 70).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Extra option for every run (repeatable).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep directory (re-launch to resume).")
@@ -157,7 +171,7 @@ def _csv(kind: type, text: str, what: str) -> list[Any]:
 def sweep_command(
     dataset: str,
     patterns: str,
-    counts: str,
+    counts: str | None,
     seeds: str,
     target: int,
     mitigations: str,
@@ -174,13 +188,25 @@ def sweep_command(
     from rich.console import Console
     from rich.table import Table
 
+    from robust_rare.names import dataset_name
     from robust_rare.patterns import canonical
-    from robust_rare.sweep import SweepSpec, expand_mitigations, parse_mitigation, plot, run_sweep, summarise
+    from robust_rare.sweep import (
+        DEFAULT_COUNTS,
+        SweepSpec,
+        expand_mitigations,
+        parse_mitigation,
+        plot,
+        recipe,
+        run_sweep,
+        summarise,
+    )
 
+    dataset = dataset_name(dataset)
+    study = recipe(dataset)
     spec = SweepSpec(
         dataset=dataset,
         patterns=[canonical(p) for p in _csv(str, patterns, "pattern names")],
-        counts=sorted(set(_csv(int, counts, "integers"))),
+        counts=sorted(set(_csv(int, counts, "integers"))) if counts else (study.counts if study else DEFAULT_COUNTS),
         seeds=_csv(int, seeds, "integers"),
         target=target,
         mitigations=[parse_mitigation(m)[0] for m in expand_mitigations(_csv(str, mitigations, "mitigations"))],
@@ -217,14 +243,26 @@ def sweep_command(
     "--how", type=click.Choice(["influence", "retrain"]), required=True, help="Group influence or retraining."
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory of the edited model.")
-@click.option("--depth", type=int, help="LiSSA steps (the reference: 2000 below 100 spurious examples, else 1000).")
+@click.option(
+    "--depth",
+    type=int,
+    help="LiSSA steps (the reference's: 1000 on CIFAR-10, else 2000 below 100 spurious examples and 1000 from 100).",
+)
 @click.option("--repeats", type=int, default=10, show_default=True, help="LiSSA estimates averaged.")
-@click.option("--scale", type=float, help="LiSSA scale (the reference: 25 for MNIST, 100 otherwise).")
+@click.option("--scale", type=float, help="LiSSA scale (the reference's: 100 on Fashion-MNIST and CIFAR-10, else 25).")
 @click.option("--damp", type=float, default=0.01, show_default=True, help="LiSSA damping.")
 @click.option(
     "--literal-scale", is_flag=True, help="Leave out LiSSA's final division by the scale, as the reference code."
 )
-@click.option("--epochs", type=int, help="retrain: epochs to continue (default: as many as the run trained).")
+@click.option(
+    "--literal-hvp",
+    is_flag=True,
+    help="Differentiate LiSSA's Hessian-vector products through the removed point's gradient too, as the reference "
+    "code (an extra Hessian-of-the-removed-point term).",
+)
+@click.option(
+    "--epochs", type=int, help="retrain: epochs to continue (default: the run's plus one, as the reference's 70 → 140)."
+)
 @click.option("--device", default="cpu", show_default=True)
 def remove_command(
     run_dir: str,
@@ -235,12 +273,14 @@ def remove_command(
     scale: float | None,
     damp: float,
     literal_scale: bool,
+    literal_hvp: bool,
     epochs: int | None,
     device: str,
 ) -> None:
     """Remove the planted examples of RUN_DIR from its model, as the study tries: a group-influence
-    edit of the weights, or training continued without them at a constant learning rate. OUT is a run
-    directory (`robust rare spurious-score RUN_DIR OUT` compares them)."""
+    edit of the weights, or training continued without them from the model and its optimizer state
+    (the learning rate its schedule decayed to) at a constant learning rate. OUT is a run directory
+    (`robust rare spurious-score RUN_DIR OUT` compares them)."""
     from robust.errors import ConfigError
     from robust.trained import load_trained_run
 
@@ -252,61 +292,48 @@ def remove_command(
             "is nothing to remove."
         )
     if how == "influence":
-        _influence(trained, run_dir, out, depth, repeats, scale, damp, literal_scale)
+        _influence(trained, run_dir, out, depth, repeats, scale, damp, (literal_scale, literal_hvp))
     else:
-        _retrain(trained, run_dir, out, epochs)
+        from robust_rare.retraining import retraining_run
+
+        retraining_run(run_dir, out, epochs=epochs, device=device).fit()
     click.echo(f"Edited model: {out} (compare: robust rare spurious-score {run_dir} {out})")
 
 
-def _influence(trained: Any, run_dir: str, out: str, depth, repeats, scale, damp, literal_scale) -> None:
+def _influence(trained: Any, run_dir: str, out: str, depth, repeats, scale, damp, literal: tuple[bool, bool]) -> None:
     import torch
 
     from robust.atomic import atomic_write_json
     from robust.checkpoint import save_checkpoint
     from robust.loader import BatchLoader
     from robust.results import RunDir
-    from robust_rare.removal import group_influence_edit
+    from robust_rare.removal import group_influence_edit, lissa_defaults
 
     train = trained.data.splits["train"]
     loader = BatchLoader(train, trained.data.info, trained.device, batch_size=1024, data_on_device="no", num_workers=0)
     images = torch.cat([batch.x for batch in loader.batches(loader.sequential())])
     spurious = torch.tensor(trained.data.info.extra["planted"]["index"])
-    name = trained.config["dataset"]["name"]
+    default_scale, default_depth = lissa_defaults(trained.config["dataset"]["name"], len(spurious))
     edited = group_influence_edit(
         trained.model,
         images,
         train.labels.to(trained.device),
         spurious,
-        depth=depth or (2000 if len(spurious) < 100 else 1000),
+        depth=depth or default_depth,
         repeats=repeats,
         damp=damp,
-        scale=scale or (25.0 if name == "mnist" else 100.0),
-        literal_scale=literal_scale,
+        scale=scale or default_scale,
+        literal_scale=literal[0],
+        literal_hvp=literal[1],
     )
     target = RunDir(out)
     target.check(resume=False)
-    config = {**trained.config, "edited": {"from": str(run_dir), "how": "group influence"}}
+    how = {"from": str(run_dir), "how": "group influence", "literal_scale": literal[0], "literal_hvp": literal[1]}
+    config = {**trained.config, "edited": how}
     target.path.mkdir(parents=True, exist_ok=True)
     atomic_write_json(target.config_path, config)
     modules = {f"model.{k}": v.cpu() for k, v in edited.items()}
     save_checkpoint(target.checkpoint_path, {"engine": {}, "method": {"modules": modules}})
-
-
-def _retrain(trained: Any, run_dir: str, out: str, epochs: int | None) -> None:
-    from robust.engine import Run
-    from robust.resolve import resolve_run_config
-
-    config = trained.config
-    sets = ["dataset.drop_planted=true", f"train.init_from={run_dir}", "schedule=constant"]
-    resolved = resolve_run_config(
-        config["method"]["name"],
-        dataset=config["dataset"]["name"],
-        model=config["model"]["name"],
-        sets=sets,
-        flags={"epochs": epochs or config["train"]["epochs"]},
-        base=config,
-    )
-    Run(resolved, out, quiet=True).fit()
 
 
 @rare.command("membership")

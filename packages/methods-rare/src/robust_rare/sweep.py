@@ -3,10 +3,12 @@ ordinary runs, then the spurious score of each and a plot of score against the n
 
 Runs are ERM on ``{dataset}{pattern}-{n}-{target}-{seed}`` with the study's training recipe (Adam
 lr 0.01, batch 128, MultiStepLR ×0.1 at the epochs the reference picks for the run length), model
-seed 0 and the dataset seed varying, as the reference averages over dataset seeds. The ``0
-examples`` baseline is one model per mitigation trained on the clean data, scored with each
-pattern (seed 0), as the study's. Every run has a stable directory under the sweep's, so a sweep
-that stopped is simply launched again: finished runs are kept, interrupted ones resumed.
+seed 0 and the dataset seed varying, as the reference averages over dataset seeds. On the study's
+own datasets the model, weight decay and numbers of planted examples are the study's by default
+(:data:`RECIPES`), and the training split is the reference's whole one. The ``0 examples``
+baseline is one model per mitigation trained on the clean data, scored with each pattern (seed 0),
+as the study's. Every run has a stable directory under the sweep's, so a sweep that stopped is
+simply launched again: finished runs are kept, interrupted ones resumed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from robust.errors import ConfigError
 from robust.results import RunDir
 from robust.sweep import SlurmOptions, execute, run_one
 from robust.sweep import SweepRun as CoreRun
+from robust_rare.names import dataset_name, reference_options
 
 # The reference's MultiStepLR milestones by total epochs (spurious_ml/models/torch_utils).
 MILESTONES = [
@@ -40,6 +43,33 @@ MILESTONES = [
     (200, [80, 140, 180]),
 ]
 STUDY = {"optimizer": "adam", "lr": 0.01, "weight_decay": 0.0, "schedule": "step", "gamma": 0.1}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What the study trains on one of its datasets (``params.py`` TrainClassifier, with Adam as in the
+    notebooks' figures: ``notebooks/rare_spurious_correlation.ipynb``)."""
+
+    model: str
+    weight_decay: float
+    counts: list[int]
+
+
+# MNIST / Fashion-MNIST: ce-tor-LargeMLP, wd 0, n in [3, 5, 10, 20, 100, 2000, 5000]; CIFAR-10:
+# aug01-ce-tor-altResNet20Norm02 (aug01 is cifar10's own crop_flip), wd 1e-4, n up to 500. 0 is the clean baseline.
+RECIPES = {
+    "mnist": Recipe("LargeMLP", 0.0, [0, 3, 5, 10, 20, 100, 2000, 5000]),
+    "fashion-mnist": Recipe("LargeMLP", 0.0, [0, 3, 5, 10, 20, 100, 2000, 5000]),
+    "cifar10": Recipe("altResNet20Norm02", 1e-4, [0, 3, 5, 10, 20, 100, 500]),
+}
+DEFAULT_COUNTS = [0, 1, 3, 10, 100]  # other datasets
+
+
+def recipe(dataset: str) -> Recipe | None:
+    """The study's recipe for ``dataset`` (a reference name like ``fashion`` too), or None."""
+    return RECIPES.get(dataset_name(dataset))
+
+
 MITIGATIONS = {"l2": "weight_decay", "noise": "train.input_noise"}
 
 
@@ -121,9 +151,18 @@ class SweepSpec:
         return out
 
     def run_sets(self, cell: Cell) -> list[str]:
-        base = [f"{k}={v}" for k, v in STUDY.items()]
+        """The study's recipe, then the cell's mitigation, then the sweep's own options (later ones win)."""
+        study = recipe(self.dataset)
+        base = [f"{k}={v}" for k, v in {**STUDY, **({"weight_decay": study.weight_decay} if study else {})}.items()]
         base += [f"milestones={study_milestones(self.epochs)}", "train.batch_size=128"]
+        base += [f"dataset.{k}={v}" for k, v in reference_options(self.dataset).items()]
         return [*base, *parse_mitigation(cell.mitigation)[1], *self.sets]
+
+    @property
+    def model_name(self) -> str | None:
+        """The model given, else the study's on its datasets, else None (the dataset's default)."""
+        study = recipe(self.dataset)
+        return self.model or (study.model if study else None)
 
 
 def cell_dataset(spec: SweepSpec, cell: Cell) -> str:
@@ -133,7 +172,7 @@ def cell_dataset(spec: SweepSpec, cell: Cell) -> str:
 
 def cell_run(spec: SweepSpec, cell: Cell) -> CoreRun:
     """A cell as an ordinary run of the core's sweeps (ERM with the study's recipe)."""
-    sets = [*spec.run_sets(cell), *([f"model.name={spec.model}"] if spec.model else [])]
+    sets = [*spec.run_sets(cell), *([f"model.name={spec.model_name}"] if spec.model_name else [])]
     return CoreRun("erm", cell_dataset(spec, cell), 0, (), tuple(sets), (("epochs", spec.epochs),))
 
 
@@ -190,7 +229,17 @@ def run_sweep(
     return rows
 
 
-FIELDS = ("pattern", "mitigation", "n", "seed", "spurious_score", "mean_rise", "clean_acc", "patterned_other_acc")
+FIELDS = (
+    "pattern",
+    "mitigation",
+    "n",
+    "seed",
+    "spurious_score",
+    "mean_rise",
+    "clean_acc",
+    "patterned_other_acc",
+    "spurious_score_others",
+)
 
 
 def write_results(rows: list[dict[str, Any]], path: Path) -> None:
