@@ -233,6 +233,10 @@ def test_spurious_score_command_on_runs_and_its_clean_errors(tmp_path):
     assert "Traceback" not in result.output
     result = runner.invoke(cli, ["rare", "spurious-score", str(tmp_path / "nowhere")])
     assert result.exit_code != 0 and "not a run directory" in result.output
+    for target in ("-1", "10"):  # issue 18: -1 used to score class 9 silently
+        result = runner.invoke(cli, ["rare", "spurious-score", planted, "--target", target])
+        assert result.exit_code == 2 and "0 to 9, not " + target in " ".join(result.output.split()), result.output
+        assert "Traceback" not in result.output
 
 
 # -- the study's architectures ------------------------------------------------------------------

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from robust.data import ArraySplit, DatasetInfo, Split, StreamSplit
+from robust.errors import ConfigError
 from robust.loader import BatchLoader
 from robust_rare.patterns import Pattern, canonical
 from robust_rare.planting import PlantedSplit
@@ -62,6 +63,12 @@ def spurious_score(
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """The score of ``model`` for ``pattern`` (seed ``seed``) and class ``target`` on ``split``."""
+    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < info.num_classes:
+        # A negative index would silently score the last class (-1 is class 9 on CIFAR-10).
+        raise ConfigError(
+            f"The target class must be a class index of dataset {info.name!r}: 0 to {info.num_classes - 1}, not "
+            f"{target!r}. Pass --target CLASS with one of them (or leave it out to score the planted class)."
+        )
     device = torch.device(device)
     code = canonical(pattern)
     clean = probabilities(model, split, info, device)
