@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
 
+from robust import engine
 from robust.checkpoint import load_checkpoint
 from robust.data import Batch
+from robust.device import Precision, resolve_precision
 from robust.engine import Run
 from robust.resolve import resolve_run_config
 from robust.results import read_history
@@ -16,6 +19,11 @@ from robust_disent.losses import RelativeDifficulty, SampleLossEMA, gce_referenc
 from robust_disent.schedule import delayed_step_factor, delayed_step_lr
 
 from ..core.tiny import Crash, CrashAt, TinyPlugin
+from .reference.disent_reference import DisEntReference, MLPDisentangle, resnet_disentangle
+from .reference.lff_reference import MLP as LfFMLP
+from .reference.lff_reference import LfFReference
+from .reference.vanilla_reference import MLP as VanillaMLP
+from .reference.vanilla_reference import VanillaReference
 
 
 @pytest.fixture(autouse=True)
@@ -24,10 +32,13 @@ def tiny(register_plugin):
         yield
 
 
-def make_run(out: Path, method: str = "disent", sets=(), resume: bool = False, **flags) -> Run:
+def make_run(
+    out: Path, method: str = "disent", sets=(), resume: bool = False, model: str | None = None, **flags
+) -> Run:
     flags.setdefault("steps", 8)
     sets = ["train.batch_size=32", "lr=0.01", *sets]
-    return Run(resolve_run_config(method, dataset="tiny", sets=sets, flags=flags), out, resume=resume, quiet=True)
+    resolved = resolve_run_config(method, dataset="tiny", model=model, sets=sets, flags=flags)
+    return Run(resolved, out, resume=resume, quiet=True)
 
 
 def tiny_batch(n: int = 12) -> Batch:
@@ -278,7 +289,9 @@ def test_runs_on_the_released_layout_with_the_papers_preset(tmp_path, name, pct,
     flags = {"steps": 4, "data_root": str(tmp_path / "data")}
     resolved = resolve_run_config("disent", dataset=name, sets=sets, flags=flags)
     assert resolved.config.preset == preset
-    summary = Run(resolved, tmp_path / "run", quiet=True).fit()
+    run = Run(resolved, tmp_path / "run", quiet=True)
+    _assert_builds_the_run_script(run, name)
+    summary = run.fit()
     oracle = summary["selection"]["oracle_test"]
     assert summary["train"]["steps"] == 4
     if name == "bffhq":  # DisEnt reports bias-conflicting test accuracy on BFFHQ
@@ -287,7 +300,234 @@ def test_runs_on_the_released_layout_with_the_papers_preset(tmp_path, name, pct,
         assert oracle["metrics"]["test/conflicting_acc"] == max(history["test/conflicting_acc"])
 
 
+def _assert_builds_the_run_script(run: Run, name: str) -> None:
+    """What the preset makes the run build: the networks, Adam, the LR timeline and swap start, fp32."""
+    method = run.method
+    lr, gamma, classes = (0.01, 0.5, 10) if name == "cmnist" else (1e-4, 0.1, 2)
+    for branch in (method.intrinsic, method.bias):
+        if name == "cmnist":  # MLP_DISENTANGLE: 100-100-16 on inputs / 255, fc Linear(32, C)
+            widths = [layer.out_features for layer in branch.encoder.layers if isinstance(layer, torch.nn.Linear)]
+            assert widths == [100, 100, 16] and branch.encoder.input_scale == pytest.approx(1 / 255)
+        else:  # torchvision ResNet-18 with its ImageNet stem, fc Linear(1024, C)
+            assert branch.encoder.conv1.kernel_size == (7, 7)
+        assert (branch.head.in_features, branch.head.out_features) == (2 * branch.feature_dim, classes)
+    for network in ("intrinsic", "bias"):
+        optimizer = method.optimizers[network]
+        assert isinstance(optimizer, torch.optim.Adam)
+        assert optimizer.defaults["lr"] == lr and optimizer.defaults["weight_decay"] == 0
+        factor = method._schedulers[network].scheduler.lr_lambdas[0]
+        assert [factor(s) for s in (0, 19_999, 20_000, 30_000, 49_999)] == [1, 1, gamma, gamma**2, gamma**3]
+    assert not method.swapping(10_000) and method.swapping(10_001)
+    assert run.precision.name == "off"
+
+
 def test_another_model_drops_the_presets_model_options():
     config = resolve_run_config("disent", dataset="cmnist", model="cnn").config
     assert config.model["name"] == "cnn" and "hidden_sizes" not in config.model
     assert config.method["lambda_dis"] == 10  # the rest of the preset still applies
+
+
+# -- reference-step equivalence (issue 17 §3) ------------------------------------------------
+#
+# Our method, driven by the engine (Run.fit), beside a port of the released training step
+# (tests/methods/reference/), from the same initial weights, on the batches the engine handed
+# our method and with the permutations our method drew. Tolerances are float32 round-off (our
+# MLPs multiply inputs by 1/255 where the references divide by 255; Adam magnifies a last-bit
+# difference in a near-zero gradient to ~1e-6): 1e-5 is a thousandth of one Adam step at lr 0.01.
+
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+DISENT_MLP = ["model.hidden_sizes=[100,100,16]", f"model.input_scale={1 / 255}"]  # MLP_DISENTANGLE's widths
+LFF_MLP = ["model.hidden_sizes=[100,100,100]", f"model.input_scale={1 / 255}"]  # LfF's MLP
+# Distinct λ's (Adam is blind to a common factor of a network's loss), swapping from step 2 and
+# two LR decays within six steps: every term, weight and schedule shows in the weights.
+DISENT_SETS = [
+    "lambda_dis=3",
+    "lambda_swap_b=0.5",
+    "lambda_swap=2",
+    "curr_step=1",
+    "use_lr_decay=true",
+    "lr_decay_step=2",
+    "lr_gamma=0.5",
+]
+
+
+@dataclass
+class Recorded:
+    """What the engine handed ``update`` at each step, the torch RNG state before it, and what it returned."""
+
+    batches: list[Batch] = field(default_factory=list)
+    rng_states: list[torch.Tensor] = field(default_factory=list)
+    logs: list[dict[str, torch.Tensor]] = field(default_factory=list)
+
+    def permutation(self, step: int) -> torch.Tensor:
+        """The permutation a ``torch.randperm`` drew at ``step``, as our DisEnt draws its swap."""
+        generator = torch.Generator()
+        generator.set_state(self.rng_states[step])
+        return torch.randperm(len(self.batches[step]), generator=generator)
+
+
+def fit_recording(run: Run) -> Recorded:
+    record = Recorded()
+    update = run.method.update
+
+    def spy(batch: Batch, step: int):
+        record.batches.append(batch.replace(x=batch.x.clone()))
+        record.rng_states.append(torch.get_rng_state())
+        logs = update(batch, step)
+        record.logs.append(logs)
+        return logs
+
+    run.method.update = spy
+    run.fit()
+    return record
+
+
+def copy_weights(source: torch.nn.Module, target: torch.nn.Module) -> None:
+    """``target`` gets ``source``'s parameters and buffers: the same layers in the same order, other names."""
+    src, dst = source.state_dict(), target.state_dict()
+    assert [v.shape for v in src.values()] == [v.shape for v in dst.values()]
+    target.load_state_dict(dict(zip(dst, src.values(), strict=True)))
+
+
+def assert_same_state(ours: torch.nn.Module, reference: torch.nn.Module) -> None:
+    for (name, a), (ref_name, b) in zip(ours.state_dict().items(), reference.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, **TOL, msg=lambda m, n=name, r=ref_name: f"{n} vs reference {r}: {m}")
+
+
+def assert_same_ema(ours: SampleLossEMA, reference) -> None:
+    torch.testing.assert_close(ours.loss, reference.parameter, **TOL)
+    assert torch.equal(ours.updated, reference.updated)
+
+
+def _lr(optimizer: torch.optim.Optimizer) -> float:
+    return optimizer.param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize("q", [0.7, 0.4], ids=["released-q", "our-q-honoured"])
+def test_disent_steps_equal_the_released_learner(tmp_path, one_thread, q):
+    """The reference hard-codes q = 0.7; with q = 0.4 it runs its own GeneralizedCELoss(q=0.4)."""
+    run = make_run(tmp_path / "run", sets=[*DISENT_SETS, *DISENT_MLP, f"q={q}"], steps=6, seed=3)
+    method = run.method
+    labels = method.ctx.data.splits["train"].labels
+    model_l, model_b = (MLPDisentangle(2, in_features=3 * 8 * 8) for _ in range(2))
+    copy_weights(method.intrinsic, model_l)
+    copy_weights(method.bias, model_b)
+    reference = DisEntReference(
+        model_l,
+        model_b,
+        labels,
+        num_classes=2,
+        lr=0.01,
+        lambda_dis_align=3.0,
+        lambda_swap_align=0.5,
+        lambda_swap=2.0,
+        curr_step=1,
+        use_lr_decay=True,
+        lr_decay_step=2,
+        lr_gamma=0.5,
+        q=q,
+    )
+    record = fit_recording(run)
+    assert len(record.batches) == 6 and len(torch.cat([b.index for b in record.batches]).unique()) < 6 * 32
+    for step, (batch, logs) in enumerate(zip(record.batches, record.logs, strict=True)):
+        loss = reference.step(step, batch.index, batch.x, batch.y, record.permutation(step))
+        torch.testing.assert_close(logs["loss"], loss.reshape(()), **TOL, msg=f"loss at step {step}")
+        assert ("swap_align" in logs) == (step > 1)
+    assert_same_state(method.intrinsic, model_l)
+    assert_same_state(method.bias, model_b)
+    assert_same_ema(method.difficulty.ema_d, reference.sample_loss_ema_d)  # intrinsic ("conflict")
+    assert_same_ema(method.difficulty.ema_b, reference.sample_loss_ema_b)  # bias ("align")
+    assert _lr(method.optimizers["intrinsic"]) == _lr(reference.optimizer_l) == 0.01 * 0.5**2
+    assert _lr(method.optimizers["bias"]) == _lr(reference.optimizer_b)
+
+
+def test_disent_resnet_features_equal_the_released_avgpool_hook(tmp_path, one_thread):
+    """ResNet-18 branches: our encoder call against the reference's forward hook on avgpool (BatchNorm included)."""
+    sets = [*DISENT_SETS, "curr_step=0", "train.batch_size=8"]
+    run = make_run(tmp_path / "run", sets=sets, steps=3, seed=4, model="resnet18")
+    method = run.method
+    model_l, model_b = resnet_disentangle(2), resnet_disentangle(2)
+    copy_weights(method.intrinsic, model_l)
+    copy_weights(method.bias, model_b)
+    reference = DisEntReference(
+        model_l,
+        model_b,
+        method.ctx.data.splits["train"].labels,
+        num_classes=2,
+        lr=0.01,
+        lambda_dis_align=3.0,
+        lambda_swap_align=0.5,
+        lambda_swap=2.0,
+        curr_step=0,
+        use_lr_decay=True,
+        lr_decay_step=2,
+        lr_gamma=0.5,
+    )
+    record = fit_recording(run)
+    for step, batch in enumerate(record.batches):
+        reference.step(step, batch.index, batch.x, batch.y, record.permutation(step))
+    assert_same_state(method.intrinsic, model_l)
+    assert_same_state(method.bias, model_b)
+    assert_same_ema(method.difficulty.ema_b, reference.sample_loss_ema_b)
+
+
+def test_lff_steps_equal_the_released_train_loop(tmp_path, one_thread):
+    run = make_run(tmp_path / "run", "lff", sets=[*LFF_MLP, "ema_alpha=0.6"], steps=6, seed=5)
+    method = run.method
+    model_b, model_d = (LfFMLP(2, in_features=3 * 8 * 8) for _ in range(2))
+    copy_weights(method.biased, model_b)
+    copy_weights(method.debiased, model_d)
+    reference = LfFReference(model_b, model_d, method.ctx.data.splits["train"].labels, 2, lr=0.01, ema_alpha=0.6)
+    record = fit_recording(run)
+    assert len(record.batches) == 6
+    for step, (batch, logs) in enumerate(zip(record.batches, record.logs, strict=True)):
+        loss = reference.step(batch.index, batch.x, batch.y)
+        torch.testing.assert_close(logs["loss"], loss, **TOL, msg=f"loss at step {step}")
+    assert_same_state(method.biased, model_b)
+    assert_same_state(method.debiased, model_d)
+    assert_same_ema(method.difficulty.ema_b, reference.sample_loss_ema_b)
+    assert_same_ema(method.difficulty.ema_d, reference.sample_loss_ema_d)
+
+
+def test_vanilla_steps_equal_the_released_train_vanilla(tmp_path, one_thread):
+    run = make_run(tmp_path / "run", "vanilla", sets=DISENT_MLP, steps=4, seed=6)
+    model_b = VanillaMLP(2, in_features=3 * 8 * 8)
+    copy_weights(run.method.model, model_b)
+    reference = VanillaReference(model_b, lr=0.01)
+    record = fit_recording(run)
+    for step, (batch, logs) in enumerate(zip(record.batches, record.logs, strict=True)):
+        torch.testing.assert_close(logs["loss"], reference.step(batch.x, batch.y), **TOL, msg=f"loss at step {step}")
+    assert_same_state(run.method.model, model_b)
+
+
+# -- precision (issue 17 §2) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["disent", "lff", "vanilla"])
+def test_full_precision_on_gpus_unless_mixed_precision_is_asked_for(tmp_path, monkeypatch, method):
+    """The released code is fp32: train.amp=auto resolves to off (on a GPU too); an explicit bf16 still holds."""
+    asked: list[str] = []
+
+    def spy(amp: str, device: torch.device) -> Precision:
+        asked.append(amp)
+        return resolve_precision(amp, device)
+
+    monkeypatch.setattr(engine, "resolve_precision", spy)
+    make_run(tmp_path / "auto", method, steps=1)
+    make_run(tmp_path / "bf16", method, sets=["train.amp=bf16"], steps=1)
+    assert asked == ["off", "bf16"]
+    # What the engine then builds on a GPU (resolve_precision reads no CUDA state for these two).
+    cuda = torch.device("cuda")
+    assert resolve_precision("off", cuda).dtype is None
+    assert resolve_precision("bf16", cuda).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("method", ["disent", "lff"])
+def test_a_mixed_precision_step_keeps_losses_and_loss_tables_in_float32(tmp_path, method):
+    """What --set train.amp=bf16 runs (CPU autocast here): bf16 networks, float32 losses, W and EMA tables."""
+    run = make_run(tmp_path / "run", method, sets=["curr_step=0"] if method == "disent" else [])
+    with Precision(torch.bfloat16, "cpu").autocast():
+        logs = run.method.update(tiny_batch(), step=1)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in logs.values())
+    for table in (run.method.difficulty.ema_b, run.method.difficulty.ema_d):
+        assert table.loss.dtype == torch.float32 and int(table.updated.sum()) == len(tiny_batch())

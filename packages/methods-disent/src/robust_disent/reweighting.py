@@ -26,6 +26,11 @@ class RelativeDifficultyMethod(Method):
         self.difficulty = RelativeDifficulty(ctx.data.splits["train"].labels, ctx.num_classes, config.ema_alpha)
         self.gce = functools.partial(GCE_FORMS[config.gce_form], q=config.q)
 
+    @classmethod
+    def default_amp(cls, config: RelativeDifficultyConfig) -> str | None:
+        """fp32 unless ``train.amp`` is set: the papers' numbers come from released code that trains in fp32."""
+        return "off"
+
     def add_adam(self, name: str, network: nn.Module, scheduler: Any = None) -> torch.optim.Optimizer:
         """Adam (the references' optimiser) at the configured lr and weight decay, for one network.
 

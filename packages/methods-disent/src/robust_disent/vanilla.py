@@ -19,5 +19,10 @@ class Vanilla(ERM):
     presets: ClassVar[dict[str, dict[str, Any]]] = VANILLA_PRESETS
     dataset_presets: ClassVar[dict[str, str]] = DATASET_PRESETS
 
+    @classmethod
+    def default_amp(cls, config: VanillaConfig) -> str | None:
+        """fp32 unless ``train.amp`` is set: the papers' numbers come from released code that trains in fp32."""
+        return "off"
+
     def phases(self) -> list[Phase]:
         return [Phase("train", drop_last=True)]
