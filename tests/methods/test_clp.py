@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,9 @@ from robust_clp.characteristics import NAMES, ClassStatistics, characteristics
 from robust_clp.perturbation import PerturbationNet
 
 from ..core.tiny import Crash, CrashAt, TinyConfig, TinyPlugin, load_tiny
+from ..datasets.test_cifar import write_cifar10
+from ..datasets.test_waterbirds import write_release
+from .reference.clp_reference import ReleasedCLP, ReleasedMLP
 
 SMALL_BIRDS = ["dataset.scale=0.04", "dataset.image_size=32", "dataset.meta_per_class=4"]
 TINY = ["train.batch_size=16", "lr=0.05", "dataset.meta_per_class=8"]
@@ -54,6 +58,15 @@ def top_half_provider(images: torch.Tensor) -> torch.Tensor:
     return masks
 
 
+def l_shape_provider(images: torch.Tensor) -> torch.Tensor:
+    """An L-shaped foreground (not its own rectangle, so CF and F images differ in shape)."""
+    n, _, h, w = images.shape
+    masks = torch.zeros(n, 1, h, w, dtype=torch.uint8)
+    masks[:, :, 1 : h // 2 + 1, 1:3] = 255
+    masks[:, :, h // 2 - 1 : h // 2 + 1, 1 : w - 2] = 255
+    return masks
+
+
 def broken_provider(images: torch.Tensor) -> torch.Tensor:
     return torch.zeros(len(images), 1, 3, 3, dtype=torch.uint8)
 
@@ -66,6 +79,7 @@ class MaskPlugin:
     @hookimpl
     def register_mask_providers(self, register):
         register("top-half", top_half_provider, description="the top half of the image")
+        register("l-shape", l_shape_provider, description="an L in the top left")
         register("broken", broken_provider, description="returns masks of the wrong size")
 
 
@@ -234,6 +248,31 @@ def test_the_meta_step_trains_phi_and_the_real_step_trains_theta(tmp_path, meta_
     assert torch.equal(method.predict(batch.x), method.model(batch.x))
 
 
+def test_differentiable_characteristics_is_the_released_virtual_step(tmp_path):
+    """The released virtual step does not detach the characteristics: ∂θ'/∂φ then also has the
+    path θ → c(θ) → P_φ(c) through the virtual gradient, and the meta-gradient changes."""
+    sets = ["meta_grad=unrolled", "cf_infill=mean", "f_infill=none", "differentiable_characteristics=true"]
+    run = make_run(tmp_path / "run", sets=sets)
+    method = run.method.double()
+    batch = first_batch(run)
+    batch = batch.replace(x=batch.x.double())
+    at = method.at_theta(batch)
+    assert at.live_features is not None and at.live_features.requires_grad and not at.features.requires_grad
+    assert torch.equal(at.live_features.detach(), at.features)
+    state = copy.deepcopy(method.state_dict())
+    live, _ = _meta_gradient(method, batch, "unrolled")
+    method.load_state_dict(state)
+    method.config.differentiable_characteristics = False
+    detached, _ = _meta_gradient(method, batch, "unrolled")
+    difference = sum(float((a - b).abs().sum()) for a, b in zip(live, detached, strict=True))
+    assert difference > 1e-3 * sum(float(a.abs().sum()) for a in detached)
+
+
+def test_differentiable_characteristics_needs_the_unrolled_meta_gradient(tmp_path):
+    with pytest.raises(ConfigError, match="meta_grad=unrolled"):
+        make_run(tmp_path / "run", sets=["differentiable_characteristics=true"])
+
+
 def test_batchnorm_statistics_are_updated_once_per_step(tmp_path):
     run = make_run(tmp_path / "run", model="cnn")
     method = run.method
@@ -342,12 +381,36 @@ def test_runs_on_synthetic_waterbirds_with_and_without_augmentation(tmp_path, au
     assert history["train/delta"][-1] > 0
 
 
-def test_without_masks_the_augmentation_is_off_and_the_run_says_so(tmp_path, capsys):
-    run = make_run(tmp_path / "run", dataset="tiny-nomask", quiet=False)
-    assert "no foreground masks" in capsys.readouterr().err
+def test_without_masks_clp_refuses_to_start_and_says_how_to_give_them(tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        make_run(tmp_path / "run", dataset="tiny-nomask")
+    text = str(refused.value)
+    for needed in ("training set and meta set", "mask_provider", "allow_no_masks=true", "counterfactual", "saliency"):
+        assert needed in text, needed
+    # The CF/F images need the meta set's masks only; the saliency term also the training set's.
+    with pytest.raises(ConfigError, match="the meta set of") as refused:
+        make_run(tmp_path / "run2", dataset="tiny-nomask", sets=["lambda_=0"])
+    assert "training set" not in str(refused.value) and "saliency" not in str(refused.value)
+    with pytest.raises(ConfigError, match="training set and meta set"):
+        make_run(tmp_path / "run3", dataset="tiny-nomask", sets=["cf_infill=none", "f_infill=none"])
+
+
+def test_without_the_mask_based_parts_no_masks_are_needed(tmp_path):
+    sets = ["cf_infill=none", "f_infill=none", "lambda_=0"]
+    run = make_run(tmp_path / "run", dataset="tiny-nomask", sets=sets)
+    assert not run.method.meta_masks and not run.method.train_saliency and run.method.ctx.opt_outs == []
+
+
+def test_allow_no_masks_is_an_opt_out_recorded_in_the_summary(tmp_path):
+    run = make_run(tmp_path / "run", dataset="tiny-nomask", sets=["allow_no_masks=true"], steps=2)
     assert not run.method.meta_masks and not run.method.train_saliency
     logs = run.method.update(first_batch(run), 0)
     assert logs["meta_cf"] == 0 and logs["meta_sal"] == 0 and logs["sal"] == 0
+    summary = run.fit()
+    (opt_out,) = summary["opt_outs"]
+    assert opt_out["option"] == "allow_no_masks" and "tiny-nomask" in opt_out["detail"]
+    # With masks there is nothing to opt out of.
+    assert make_run(tmp_path / "masked", sets=["allow_no_masks=true"]).method.ctx.opt_outs == []
 
 
 def test_a_mask_provider_supplies_the_meta_and_training_masks(tmp_path, capsys):
@@ -407,9 +470,82 @@ def test_reference_settings_of_the_cifar_presets():
     assert (m["meta_lr"], m["meta_weight_decay"], m["lambda_"]) == (1e-3, 1e-4, 0.5)
     assert (config.train.epochs, config.train.batch_size, config.model_name) == (200, 128, "resnet32")
     assert (config.dataset["protocol"], config.dataset["imb_factor"], config.dataset["seed"]) == ("clp", 10.0, 100)
+    assert m["meta_augment"] is True and config.train.augment == "crop_flip_reflect"
     birds = resolve_run_config("clp", dataset="waterbirds").config
     assert birds.model == {"name": "resnet50", "weights": "IMAGENET1K_V1", "small_input_stem": False}
     assert birds.dataset["meta_per_class"] == 50
+
+
+def is_reflect_crop(augmented: torch.Tensor, original: torch.Tensor, pad: int) -> bool:
+    """Whether ``augmented`` (uint8 values, C x H x W) is a window of ``original`` reflect-padded by
+    ``pad`` (torchvision's ``RandomCrop(padding_mode="reflect")``), possibly mirrored."""
+    h, w = original.shape[-2:]
+    padded = np.pad(original.numpy(), ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    target = augmented.numpy()
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            window = padded[:, dy : dy + h, dx : dx + w]
+            if np.array_equal(window, target) or np.array_equal(window[:, :, ::-1], target):
+                return True
+    return False
+
+
+def pixels(batch: Batch, info: DatasetInfo) -> torch.Tensor:
+    """A normalised batch back to uint8 values."""
+    mean, std = torch.tensor(info.mean).view(1, -1, 1, 1), torch.tensor(info.std).view(1, -1, 1, 1)
+    return (batch.x * std + mean).mul(255).round().to(torch.uint8)
+
+
+CIFAR_RUN = ["dataset.imb_factor=10", "dataset.num_meta=20", "train.batch_size=16", "preset=cifar10-lt-10"]
+
+
+def test_the_cifar_preset_crops_with_reflection_augments_the_meta_set_and_needs_masks(tmp_path):
+    """CLP_train.py on CIFAR: RandomCrop(32, padding=4, padding_mode='reflect') and a flip, on the
+    training images and (its meta set being a copy of the training dataset) the meta images."""
+    write_cifar10(tmp_path / "data" / "cifar-10-batches-py")
+    flags = {"data_root": str(tmp_path / "data"), "steps": 1}
+
+    def cifar_run(name: str, *sets: str) -> Run:
+        resolved = resolve_run_config("clp", dataset="cifar10-lt", model="cnn", sets=[*CIFAR_RUN, *sets], flags=flags)
+        return Run(resolved, tmp_path / name, quiet=True)
+
+    with pytest.raises(ConfigError, match="mask_provider=NAME") as refused:
+        cifar_run("refused")
+    assert "image-matting" in str(refused.value) and "allow_no_masks=true" in str(refused.value)
+    opted_out = cifar_run("opted-out", "allow_no_masks=true").method
+    assert [o["option"] for o in opted_out.ctx.opt_outs] == ["allow_no_masks"] and not opted_out.meta_masks
+
+    run = cifar_run("run", "dataset.mask_provider=top-half")
+    method, info = run.method, run.info
+    meta = method.meta_batches.next()
+    originals = method.meta_batches.split.images[meta.index]
+    loader = run._train_loader(method.phases()[0])
+    batch = next(loader.batches(torch.arange(16), generator=torch.Generator().manual_seed(0)))
+    train_originals = run.data.splits["train"].images[batch.index]
+    for augmented, source in ((pixels(meta, info), originals), (pixels(batch, info), train_originals)):
+        assert not torch.equal(augmented, source)  # cropped and flipped ...
+        assert all(is_reflect_crop(a, o, 4) for a, o in zip(augmented, source, strict=True))  # ... reflected
+    logs = method.update(batch, 0)
+    assert logs["meta_cf"] > 0 and logs["sal"] > 0 and logs["meta_sal"] > 0 and method.ctx.opt_outs == []
+
+
+def test_the_cifar_preset_is_picked_with_a_mask_provider():
+    sets = ["dataset.imb_factor=10", "dataset.mask_provider=top-half"]
+    assert resolve_run_config("clp", dataset="cifar10-lt", sets=sets).config.preset == "cifar10-lt-10"
+
+
+def test_the_waterbirds_preset_trains_with_the_cub_segmentations(tmp_path):
+    write_release(tmp_path / "data")
+    sets = ["dataset.meta_per_class=1", "dataset.image_size=16", "train.batch_size=4"]
+    flags = {"data_root": str(tmp_path / "data"), "steps": 1}
+    resolved = resolve_run_config("clp", dataset="waterbirds", model="cnn", sets=sets, flags=flags)
+    assert resolved.config.preset == "waterbirds"
+    run = Run(resolved, tmp_path / "run", quiet=True)
+    method = run.method
+    assert method.meta_masks and method.train_saliency and method.ctx.opt_outs == []
+    loader = run._train_loader(method.phases()[0])
+    logs = method.update(next(loader.batches(torch.arange(4), generator=torch.Generator().manual_seed(0))), 0)
+    assert logs["meta_cf"] > 0 and logs["sal"] > 0 and logs["meta_sal"] > 0
 
 
 def test_erm_sgd_takes_nesterov():
@@ -432,3 +568,111 @@ def test_plugin_module_is_torch_free_and_registers_clp():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+# -- reference-step equivalence: the released CLP_train.py step (tests/methods/reference) -----
+
+# case: (our options, model, the reference's switches). "released": our options set to the
+# released behaviour (characteristics not detached in the virtual step, unrolled meta-gradient,
+# plain meta images: the release's composition returns the originals). The other two: our
+# defaults (detached characteristics, the paper's CF and F meta images), by both meta-gradients.
+REFERENCE_CASES = {
+    "released": (
+        ["differentiable_characteristics=true", "meta_grad=unrolled", "cf_infill=none", "f_infill=none"],
+        "cnn",
+        {"detach_virtual": False},
+    ),
+    "cf-f-unrolled": (
+        ["meta_grad=unrolled", "cf_infill=mean", "f_infill=shuffle"],
+        "mlp",
+        {"detach_virtual": True, "paper_meta_infills": ("mean", "shuffle")},
+    ),
+    "cf-f-jvp": (
+        ["meta_grad=jvp", "cf_infill=mean", "f_infill=shuffle"],
+        "mlp",
+        {"detach_virtual": True, "paper_meta_infills": ("mean", "shuffle")},
+    ),
+}
+REFERENCE_RTOL, REFERENCE_ATOL = 1e-9, 1e-12
+
+
+def reference_beside(method, options: dict) -> ReleasedCLP:
+    """The released step from the same initial weights (classifier, perturbation network)."""
+    c = method.config
+    meta_net = ReleasedMLP(method.ctx.num_classes, hidden_size=c.meta_hidden_size, num_layers=c.meta_num_layers)
+    ours = method.perturbation.state_dict()
+    assert [v.shape for v in meta_net.state_dict().values()] == [v.shape for v in ours.values()]
+    meta_net.load_state_dict(dict(zip(meta_net.state_dict(), ours.values(), strict=True)))
+    return ReleasedCLP(
+        copy.deepcopy(method.model),
+        meta_net.double(),
+        method.statistics.prior,
+        lr=c.lr,
+        momentum=c.momentum,
+        nesterov=c.nesterov,
+        weight_decay=c.weight_decay,
+        meta_lr=c.meta_lr,
+        meta_weight_decay=c.meta_weight_decay,
+        lambda_=c.lambda_,
+        **options,
+    )
+
+
+def run_beside_reference(tmp_path: Path, case: str, extra_sets=()):
+    """Six steps (an epoch of four, the class statistics rolled over, two more) of our update and of
+    the released step, on the same batches, meta batches and random draws, in float64."""
+    sets, model, options = REFERENCE_CASES[case]
+    run = make_run(
+        tmp_path / "run", dataset="tiny-nomask", model=model, sets=["dataset.mask_provider=l-shape", *sets, *extra_sets]
+    )
+    method = run.method.double()
+    reference = reference_beside(method, options)
+    loader = run._train_loader(method.phases()[0])
+    order = torch.randperm(len(loader), generator=torch.Generator().manual_seed(0))[:64]
+    batches = list(loader.batches(order, generator=torch.Generator().manual_seed(1)))  # cropped and flipped
+    draw = method.meta_batches.next
+    logs = []
+    for step, batch in enumerate([*batches, *batches[:2]]):
+        if step == len(batches):
+            method.on_epoch_end(0)
+            reference.end_epoch()
+        meta = draw()
+        meta = meta.replace(x=meta.x.double())
+        method.meta_batches.next = lambda meta=meta: meta
+        batch = batch.replace(x=batch.x.double())
+        torch.manual_seed(100 + step)
+        logs.append(method.update(batch, step))
+        torch.manual_seed(100 + step)
+        reference.step(batch.x, batch.y, batch.mask, meta.x, meta.y, meta.mask)
+    return method, reference, logs
+
+
+def assert_same_state(method, reference: ReleasedCLP) -> None:
+    close = {"rtol": REFERENCE_RTOL, "atol": REFERENCE_ATOL}
+    pairs = zip(method.model.state_dict().items(), reference.model.state_dict().values(), strict=True)
+    for (name, ours), theirs in pairs:
+        torch.testing.assert_close(ours, theirs, **close, msg=lambda m, name=name: f"classifier {name}: {m}")
+    pairs = zip(method.perturbation.state_dict().items(), reference.meta_net.state_dict().values(), strict=True)
+    for (name, ours), theirs in pairs:
+        torch.testing.assert_close(ours, theirs, **close, msg=lambda m, name=name: f"perturbation {name}: {m}")
+    stats = method.statistics
+    for ours, theirs in (
+        (stats.class_loss, reference.class_loss),
+        (stats.class_margin, reference.class_margin),
+        (stats.loss_sum, reference.loss_total),
+        (stats.margin_sum, reference.margin_total),
+        (stats.count, reference.class_total),
+    ):
+        torch.testing.assert_close(ours, theirs, **close)
+
+
+@pytest.mark.parametrize("case", list(REFERENCE_CASES))
+def test_steps_equal_the_released_step(tmp_path, case):
+    """Classifier, perturbation network (weights and BatchNorm buffers) and class statistics after
+    six steps equal the port of the released step's, to 1e-9 relative in float64."""
+    method, reference, logs = run_beside_reference(tmp_path, case)
+    assert_same_state(method, reference)
+    # Not vacuous: every part moved and every term was in play.
+    assert (method.statistics.class_loss != 5.0).all() and method.statistics.count.sum() == 2 * 16
+    assert all(log["sal"] > 0 and log["meta_sal"] > 0 and log["delta"] > 0.01 for log in logs)
+    assert all((log["meta_cf"] > 0) == (case != "released") for log in logs)

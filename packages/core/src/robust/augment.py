@@ -10,7 +10,10 @@ from torch import Tensor
 
 from robust.errors import ConfigError
 
-AUGMENTATIONS = ("none", "flip", "crop_flip", "bbox_crop_flip")
+AUGMENTATIONS = ("none", "flip", "crop_flip", "crop_flip_reflect", "bbox_crop_flip")
+# How each pad-and-crop kind fills the pad: zeros, or the image mirrored at its border (torchvision's
+# RandomCrop(padding_mode="reflect"), the CIFAR crop of CLP's CIFAR_process.py).
+CROP_PADDING_MODES = {"crop_flip": "zeros", "crop_flip_reflect": "reflect"}
 BBOX_CROP_SCALE = 256 / 224  # CFGen: Resize(256, 256), then a 224 crop
 
 
@@ -48,14 +51,27 @@ def _shift_boxes(bbox: Tensor, dx: Tensor, dy: Tensor, width: int, height: int) 
     return torch.minimum(moved.clamp(min=0), torch.tensor([width, height, width, height], device=bbox.device))
 
 
-def random_translate(x: Tensor, mask: Tensor | None, bbox: Tensor | None, gen: torch.Generator, pad: int):
-    """Zero-pad by ``pad`` pixels and crop back at a random offset (the CIFAR "random crop")."""
+def random_translate(
+    x: Tensor, mask: Tensor | None, bbox: Tensor | None, gen: torch.Generator, pad: int, padding_mode: str = "zeros"
+):
+    """Pad by ``pad`` pixels and crop back at a random offset (the CIFAR "random crop").
+
+    ``padding_mode``: ``zeros`` (black borders), or ``reflect``: the image mirrored at its border
+    without repeating the edge pixel, as torchvision's ``RandomCrop(padding_mode="reflect")``. The
+    mask is padded the same way, so it stays the image's; a box is only moved (the mirrored copy of
+    an object near the border lies outside it).
+    """
+    if padding_mode not in ("zeros", "reflect"):
+        raise ValueError(f"padding_mode must be 'zeros' or 'reflect', got {padding_mode!r}")
     n, _, h, w = x.shape
+    if padding_mode == "reflect" and pad >= min(h, w):
+        raise ConfigError(f"Reflect padding of {pad} pixels needs images larger than that; these are {h}x{w}.")
+    mode = "constant" if padding_mode == "zeros" else "reflect"
     dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=gen)
     dx = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=gen)
-    x = crop_at(F.pad(x, (pad, pad, pad, pad)), dy, dx, h, w)
+    x = crop_at(F.pad(x, (pad, pad, pad, pad), mode=mode), dy, dx, h, w)
     if mask is not None:
-        mask = crop_at(F.pad(mask, (pad, pad, pad, pad)), dy, dx, h, w)
+        mask = crop_at(F.pad(mask, (pad, pad, pad, pad), mode=mode), dy, dx, h, w)
     if bbox is not None:
         bbox = _shift_boxes(bbox, pad - dx, pad - dy, w, h)
     return x, mask, bbox
@@ -102,12 +118,14 @@ def augment(
 ):
     """Apply augmentation ``kind`` to a float batch (and its masks and boxes).
 
-    ``pad``: zero padding of ``crop_flip`` in pixels; None = an eighth of the image side (4 on CIFAR).
+    ``pad``: the padding of ``crop_flip`` (zeros) and ``crop_flip_reflect`` (mirrored border) in
+    pixels; None = an eighth of the image side (4 on CIFAR).
     """
     if kind == "none":
         return x, mask, bbox
     if kind == "bbox_crop_flip":
         x, mask, bbox = bbox_random_crop(x, mask, bbox, gen)
-    elif kind == "crop_flip":
-        x, mask, bbox = random_translate(x, mask, bbox, gen, pad=max(1, x.shape[-1] // 8) if pad is None else pad)
+    elif kind in CROP_PADDING_MODES:
+        pad = max(1, x.shape[-1] // 8) if pad is None else pad
+        x, mask, bbox = random_translate(x, mask, bbox, gen, pad=pad, padding_mode=CROP_PADDING_MODES[kind])
     return random_flip(x, mask, bbox, gen)

@@ -60,10 +60,12 @@ class TrainConfig(Options):
         ge=1,
         description="Checkpoint every N steps (resumable mid-epoch) instead of after each epoch.",
     )
-    augment: Literal["none", "flip", "crop_flip", "bbox_crop_flip"] | None = Field(
+    augment: Literal["none", "flip", "crop_flip", "crop_flip_reflect", "bbox_crop_flip"] | None = Field(
         None,
-        description="Training augmentation on the device; None = the dataset's (bbox_crop_flip: CFGen's resize "
-        "to 256/224 and a random crop that keeps part of the foreground box, plus flips).",
+        description="Training augmentation on the device; None = the dataset's (crop_flip: zero-padded crop and "
+        "flip; crop_flip_reflect: the same with a mirrored border, as torchvision's padding_mode='reflect'; "
+        "bbox_crop_flip: CFGen's resize to 256/224 and a random crop that keeps part of the foreground box, plus "
+        "flips).",
     )
     input_noise: float = Field(
         0.0,

@@ -30,9 +30,14 @@ def batch_foreground(batch: Batch) -> Tensor | None:
     return None
 
 
+def _at_least_float32(logits: Tensor) -> Tensor:
+    """Half-precision logits in float32 for the loss; float64 stays float64 (exact comparisons in tests)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 def counterfactual_loss(logits: Tensor, removed: Tensor, kind: str = "logp") -> Tensor:
     """Per-sample loss of images whose class ``removed`` (N,) has been taken out."""
-    logp = F.log_softmax(logits.float(), dim=1)
+    logp = F.log_softmax(_at_least_float32(logits), dim=1)
     if kind == "logp":
         others = logp.scatter(1, removed[:, None], float("-inf"))
         return -torch.logsumexp(others, dim=1)  # -log(sum_{j != k} p_j) = -log(1 - p_k)
@@ -52,8 +57,8 @@ def counterfactual_batch_losses(
     kind: str = "logp",
 ) -> tuple[Tensor, Tensor]:
     """``(c, c_cf)``: CE of labelled images and the CF loss, normalised as the reference."""
-    ce = F.cross_entropy(logits.float(), labels, reduction="sum")
+    ce = F.cross_entropy(_at_least_float32(logits), labels, reduction="sum")
     if cf_logits is None or removed is None or len(removed) == 0:
-        return ce / len(labels), logits.new_zeros((), dtype=torch.float32)
+        return ce / len(labels), logits.new_zeros((), dtype=ce.dtype)
     total = len(labels) + len(removed)
     return ce / total, counterfactual_loss(cf_logits, removed, kind).sum() / total

@@ -178,8 +178,11 @@ def _dataset_options(entry: Entry, given: dict[str, Any]) -> dict[str, Any]:
     config_cls = entry.load_config()
     if config_cls is None:
         return {}
+    # Only the dataset's own keys: protocol and transform options (mask_provider, frac, ...) are not its
+    # fields, and validating them here would make every run that gives one lose its preset.
+    own = {k: v for k, v in given.items() if k in config_cls.model_fields}
     try:
-        return config_cls.model_validate({k: v for k, v in given.items() if k != "name"}).model_dump()
+        return config_cls.model_validate(own).model_dump()
     except ValidationError:
         return {}
 

@@ -18,7 +18,8 @@ The meta loss (:func:`robust.counterfactual.counterfactual_batch_losses`) normal
 the CF sum are both divided by the number of images in the enlarged batch.
 
 Masks come from the dataset (``masks``, or ``bboxes`` rasterised), which may have had them
-computed by a registered mask provider (``--set dataset.mask_provider=NAME``, :mod:`robust.masks`).
+computed by a registered mask provider (``--set dataset.mask_provider=NAME``, :mod:`robust.masks`);
+whether a split has them is :func:`robust.fidelity.split_has_foreground`.
 """
 
 from __future__ import annotations
@@ -32,22 +33,9 @@ from robust.data import ArraySplit, Batch, DatasetInfo, Split, StreamSplit
 from robust.errors import DataError
 from robust.infill import InfillContext, apply_infill, rectangle_mask
 from robust.loader import BatchLoader
-from robust.masks import ProviderMaskedSplit
 from robust.seeding import generator
 
-# -- masks -------------------------------------------------------------------------------------
-
-
-def has_mask_source(split: Split) -> bool:
-    """Whether batches of ``split`` carry a foreground (masks or boxes)."""
-    if split.bboxes is not None:
-        return True
-    if isinstance(split, ArraySplit):
-        return split.masks is not None
-    if isinstance(split, ProviderMaskedSplit):
-        return True
-    # A streamed split says whether it has masks only by reading; ask its first image.
-    return len(split) > 0 and split.read(0)[1] is not None  # type: ignore[attr-defined]
+# -- the meta set --------------------------------------------------------------------------
 
 
 def in_memory(split: Split) -> ArraySplit:

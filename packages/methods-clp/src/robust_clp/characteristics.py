@@ -15,7 +15,10 @@ the classifier's weight row ``W_y`` (``weight_feature`` in the reference, in its
  9. ``relative_loss``     loss − L̄_y
 10. ``relative_margin``   margin − M̄_y, M̄_y the previous epoch's mean margin of class y
 
-They are inputs, not paths for gradients: computed without a graph. The class statistics
+By default they are inputs, not paths for gradients: computed without a graph.
+``differentiable=True`` keeps the graph to the logits, the features and the class weights: the
+released code's virtual step differentiates its loss through them (``CLP_train.py`` computes the
+characteristics of the virtual model without ``detach``; its real step detaches them). The class statistics
 (:class:`ClassStatistics`) are accumulated over an epoch and rolled over at its end; in the first
 epoch L̄ = 5 and M̄ = 1 for every class, the reference's initial values.
 """
@@ -46,7 +49,6 @@ INITIAL_CLASS_LOSS = 5.0  # the reference's loss_tensor_last
 INITIAL_CLASS_MARGIN = 1.0  # the reference's margin_tensor_last
 
 
-@torch.no_grad()
 def characteristics(
     logits: Tensor,
     features: Tensor,
@@ -55,13 +57,38 @@ def characteristics(
     class_prior: Tensor,
     class_loss: Tensor,
     class_margin: Tensor,
+    *,
+    differentiable: bool = False,
 ) -> Tensor:
-    """``(N, 10)`` float32, columns in the order of :data:`NAMES` (detached from every graph).
+    """``(N, 10)``, columns in the order of :data:`NAMES`, in float32 (float64 for float64 inputs).
 
     ``weight`` is the classifier's ``(C, D)`` weight; ``class_prior``, ``class_loss`` and
-    ``class_margin`` are ``(C,)`` per-class values, looked up at each sample's label.
+    ``class_margin`` are ``(C,)`` per-class values, looked up at each sample's label. Detached from
+    every graph unless ``differentiable`` (then a function of ``logits``, ``features``, ``weight``).
     """
-    logits, features, weight = logits.detach().float(), features.detach().float(), weight.detach().float()
+    with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+        return _characteristics(
+            logits if differentiable else logits.detach(),
+            features if differentiable else features.detach(),
+            weight if differentiable else weight.detach(),
+            labels,
+            class_prior,
+            class_loss,
+            class_margin,
+        )
+
+
+def _characteristics(
+    logits: Tensor,
+    features: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    class_prior: Tensor,
+    class_loss: Tensor,
+    class_margin: Tensor,
+) -> Tensor:
+    dtype = torch.promote_types(logits.dtype, torch.float32)  # float32 under bf16; float64 kept (the tests)
+    logits, features, weight = logits.to(dtype), features.to(dtype), weight.to(dtype)
     y = labels[:, None]
     logp = F.log_softmax(logits, dim=1)
     p = logp.exp()
@@ -73,11 +100,11 @@ def characteristics(
     w_y = weight[labels]
     cosine = F.cosine_similarity(features, w_y, dim=1)
     neg_entropy = (p * logp).sum(dim=1)
-    prior = class_prior.float()[labels]
-    last_loss = class_loss.float()[labels]
+    prior = class_prior.to(dtype)[labels]
+    last_loss = class_loss.to(dtype)[labels]
     weight_norm = w_y.norm(dim=1)
     relative_loss = loss - last_loss
-    relative_margin = margin - class_margin.float()[labels]
+    relative_margin = margin - class_margin.to(dtype)[labels]
     columns = (
         loss,
         margin,
@@ -116,18 +143,29 @@ class ClassStatistics(nn.Module):
         self.register_buffer("margin_sum", torch.zeros(num_classes))
         self.register_buffer("count", torch.zeros(num_classes))
 
-    def characteristics(self, logits: Tensor, features: Tensor, weight: Tensor, labels: Tensor) -> Tensor:
+    def characteristics(
+        self, logits: Tensor, features: Tensor, weight: Tensor, labels: Tensor, *, differentiable: bool = False
+    ) -> Tensor:
         """The ten characteristics with this object's prior and previous-epoch statistics."""
-        return characteristics(logits, features, weight, labels, self.prior, self.class_loss, self.class_margin)
+        return characteristics(
+            logits,
+            features,
+            weight,
+            labels,
+            self.prior,
+            self.class_loss,
+            self.class_margin,
+            differentiable=differentiable,
+        )
 
     @torch.no_grad()
     def accumulate(self, labels: Tensor, loss: Tensor, margin: Tensor) -> None:
         """Add a batch's per-sample losses and margins to this epoch's sums (the whole global batch's,
         in a run over several processes)."""
-        sums = torch.zeros(3, self.count.shape[0], device=self.count.device)
-        sums[0].index_add_(0, labels, loss.detach().float())
-        sums[1].index_add_(0, labels, margin.detach().float())
-        sums[2].index_add_(0, labels, torch.ones_like(loss, dtype=torch.float32))
+        sums = torch.zeros(3, self.count.shape[0], device=self.count.device, dtype=self.count.dtype)
+        sums[0].index_add_(0, labels, loss.detach().to(sums.dtype))
+        sums[1].index_add_(0, labels, margin.detach().to(sums.dtype))
+        sums[2].index_add_(0, labels, torch.ones_like(loss, dtype=sums.dtype))
         all_reduce_sum(sums)
         self.loss_sum += sums[0]
         self.margin_sum += sums[1]

@@ -9,13 +9,22 @@ small clean meta set augmented with counterfactual and factual images
 (:mod:`robust_clp.augmentation`), Meta-Weight-Net style. One training step:
 
 1. virtual step (Eq. 8): ``θ'(φ) = θ − η ∇_θ [mean CE(z_θ + P_φ(c), y) + λ R_sal(train)]``, a plain
-   SGD step with the classifier's current learning rate η, kept differentiable in φ;
+   SGD step with the classifier's current learning rate η, kept differentiable in φ (``c`` held
+   fixed, or, with ``differentiable_characteristics``, differentiated as a function of θ as the
+   released code);
 2. meta step (Eq. 9): ``L_meta(θ'(φ))`` on one augmented meta batch (CE on originals and F images,
    ``−log(1 − p_y)`` on CF images, + λ R_sal(meta)); one Adam step on φ;
 3. real step (Eq. 10): ``θ ← SGD step on mean CE(z_θ + P_φ_new(c), y) + λ R_sal(train)``.
 
 ``R_sal`` is the squared input gradient of the CE per background pixel (:mod:`robust.saliency`,
-``per_background_pixel``). Evaluation uses the plain classifier (no perturbation).
+``per_background_pixel``): the gradient of the batch's SUMMED CE with respect to the inputs (so each
+image's own CE gradient, whatever the batch size; a mean would divide R_sal by B²), squared and
+summed over channels, averaged over the background pixels of each image, then over the images that
+have a foreground; the double backward starts from that scalar. Evaluation uses the plain
+classifier (no perturbation).
+
+The masks it needs are refused missing (:func:`robust.fidelity.require_foreground`): the meta set's
+for the CF/F images and R_sal(meta), the training set's for R_sal(train), unless ``allow_no_masks``.
 """
 
 from __future__ import annotations
@@ -29,18 +38,14 @@ from torch import Tensor
 from torch.func import functional_call
 
 from robust.counterfactual import batch_foreground, counterfactual_batch_losses
-from robust.data import Batch
+from robust.data import Batch, Split
 from robust.erm import ERM
 from robust.errors import ConfigError
+from robust.fidelity import require_foreground, split_has_foreground
 from robust.infill import has_foreground
 from robust.method import MethodContext, Phase
 from robust.saliency import input_gradient, outside_mask_penalty
-from robust_clp.augmentation import (
-    MetaBatches,
-    MetadataAugmentation,
-    has_mask_source,
-    in_memory,
-)
+from robust_clp.augmentation import MetaBatches, MetadataAugmentation, in_memory
 from robust_clp.characteristics import LOSS, MARGIN, ClassStatistics, class_prior
 from robust_clp.config import CLPConfig
 from robust_clp.perturbation import PerturbationNet
@@ -48,17 +53,25 @@ from robust_clp.presets import CLP_PRESETS, DATASET_PRESETS
 
 Params = dict[str, Tensor]
 
+MASKS_ADVICE = (
+    "(CLP's authors predicted masks for every dataset, CIFAR included, with an image-matting network whose "
+    "weights are not released: a mask provider is the closest stand-in; Waterbirds has the CUB segmentations, "
+    "--set dataset.masks=true.)"
+)
+
 
 @dataclass
 class AtTheta:
     """The training batch at θ, shared by the virtual and the real step (both start from θ): inputs,
-    logits, labels, the ten characteristics, the trainable parameters, the saliency term and its
-    gradient ``λ ∇_θ R_sal`` (None without the term)."""
+    logits, labels, the ten characteristics (detached; ``live_features`` the same values with their
+    graph to θ under ``differentiable_characteristics``), the trainable parameters, the saliency term
+    and its gradient ``λ ∇_θ R_sal`` (None without the term)."""
 
     x: Tensor
     z: Tensor
     y: Tensor
     features: Tensor
+    live_features: Tensor | None
     params: Params
     sal: Tensor | None
     sal_grads: Params | None
@@ -85,6 +98,13 @@ class CLP(ERM):
                 f"CLP learns its perturbation network on a small clean, class-balanced meta set, and dataset "
                 f"{ctx.info.name!r} has none. Add one with --set dataset.meta_per_class=N (N clean training images "
                 "per class move to the meta set)."
+            )
+        if config.differentiable_characteristics and config.meta_grad == "jvp":
+            raise ConfigError(
+                "differentiable_characteristics=true differentiates the virtual step through the ten characteristics, "
+                "which depend on θ, so the virtual gradient is no longer J^T r with J independent of the perturbation "
+                "network; meta_grad=jvp computes only that form. Add --set meta_grad=unrolled (the released code's "
+                "way: backpropagation through the virtual step), or drop differentiable_characteristics."
             )
         meta = in_memory(meta)
         train = ctx.data.splits["train"]
@@ -122,28 +142,41 @@ class CLP(ERM):
             fgsm_alpha=config.fgsm_alpha,
             noise_std=config.noise_std,
         ).to(ctx.device)
-        meta_masks, train_masks = has_mask_source(meta), has_mask_source(train)
-        self.meta_masks = meta_masks and (self.augmentation.enabled or config.lambda_ > 0)
-        self.train_saliency = train_masks and config.lambda_ > 0
-        self._explain_masks(meta_masks, train_masks)
+        self.meta_masks, self.train_saliency = self._require_masks(meta, train)
 
     # -- set-up ---------------------------------------------------------------------------
 
-    def _explain_masks(self, meta_masks: bool, train_masks: bool) -> None:
-        c, name = self.config, self.ctx.info.name
-        wants = self.augmentation.enabled or c.lambda_ > 0
-        if wants and not meta_masks:
-            self.ctx.log(
-                f"[yellow]clp: the meta set of dataset {name!r} has no foreground masks or boxes, so there are no "
-                "counterfactual or factual meta images and no saliency term: the perturbation network learns from "
-                "the plain meta set. Name a mask provider with --set dataset.mask_provider=NAME (robust list "
-                "mask-providers).[/yellow]"
+    def _require_masks(self, meta: Split, train: Split) -> tuple[bool, bool]:
+        """Whether the meta batches and the training batches' saliency term have masks.
+
+        The paper's CF and F images (Φ_cf, Φ_f) and R_sal(meta) need the meta set's masks; R_sal in
+        the training loss (Eq. 10) needs the training set's (the released code computes masks for
+        both loaders). Missing ones are refused, or under ``allow_no_masks`` recorded as an opt-out
+        and those parts switched off.
+        """
+        c = self.config
+        parts = [
+            *(
+                ["its counterfactual and factual meta images (cf_infill, f_infill)"]
+                if self.augmentation.enabled
+                else []
+            ),
+            *(["its saliency term (lambda_)"] if c.lambda_ > 0 else []),
+        ]
+        splits: dict[str, Split] = {}
+        if c.lambda_ > 0:
+            splits["training set"] = train
+        if parts:
+            splits["meta set"] = meta
+        else:
+            return False, False
+        try:
+            require_foreground(
+                self.ctx, method="CLP", needs=" and ".join(parts), splits=splits, allow_no_masks=c.allow_no_masks
             )
-        elif c.lambda_ > 0 and not train_masks:
-            self.ctx.log(
-                f"[yellow]clp: the training set of dataset {name!r} has no foreground masks or boxes: the saliency "
-                "term applies to the meta batches only.[/yellow]"
-            )
+        except ConfigError as error:
+            raise ConfigError(f"{error} {MASKS_ADVICE}") from None
+        return split_has_foreground(meta), c.lambda_ > 0 and split_has_foreground(train)
 
     @classmethod
     def default_amp(cls, config: CLPConfig) -> str | None:
@@ -186,10 +219,12 @@ class CLP(ERM):
     def at_theta(self, batch: Batch) -> AtTheta:
         """Everything the virtual and the real step read from the training batch at θ."""
         z, h, sal = self.forward_train(batch)
-        features = self.statistics.characteristics(z, h, self.model.head.weight, batch.y).to(z.dtype)
+        differentiable = self.config.differentiable_characteristics
+        live = self.statistics.characteristics(z, h, self.model.head.weight, batch.y, differentiable=differentiable)
+        live = live.to(z.dtype)
         params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         sal_grads = self.saliency_gradient(sal, params)  # λ ∇_θ R_sal(train): φ does not enter it
-        return AtTheta(batch.x, z, batch.y, features, params, sal, sal_grads)
+        return AtTheta(batch.x, z, batch.y, live.detach(), live if differentiable else None, params, sal, sal_grads)
 
     def meta_gradient(self, at: AtTheta, meta_batch: Batch) -> tuple[list[Tensor | None], dict[str, Tensor]]:
         """∂L_meta(θ'(φ))/∂φ, as ``meta_grad`` says (the same value either way)."""
@@ -235,9 +270,11 @@ class CLP(ERM):
 
         ``θ' = θ − η (∇_θ mean ℓ(z + P_φ(c), y) + λ ∇_θ R_sal)``: a plain SGD step (no momentum, no
         weight decay), its gradient taken with ``create_graph=True`` so that θ' is a function of φ.
+        With ``differentiable_characteristics`` ``c = c(θ)`` and ``∇_θ`` includes the path through it.
         """
         params = at.params
-        delta = self.perturbation(at.features, at.y)
+        features = at.live_features if at.live_features is not None else at.features
+        delta = self.perturbation(features, at.y)
         loss = self.loss(at.z + delta, at.y).mean()
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=True, allow_unused=True)
         fast = virtual_params(params, dict(zip(params, grads, strict=True)), at.sal_grads, self.virtual_lr())

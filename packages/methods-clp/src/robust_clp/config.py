@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import Field
 
 from robust.erm import ERMConfig
+from robust.fidelity import ALLOW_NO_MASKS_HELP
 
 
 class CLPConfig(ERMConfig):
@@ -49,7 +50,14 @@ class CLPConfig(ERMConfig):
         "jvp",
         description="How the meta-gradient through the virtual step is computed (the same value): unrolled = "
         "backpropagate through the virtual SGD step (create_graph), as the reference; jvp = one forward-mode "
-        "product through the classifier, no second-order backward pass (faster).",
+        "product through the classifier, no second-order backward pass (faster; not with "
+        "differentiable_characteristics).",
+    )
+    differentiable_characteristics: bool = Field(
+        False,
+        description="The virtual step's gradient also flows through the ten characteristics (which depend on θ) "
+        "into the perturbation network, as the released code (it does not detach them there; its real step does). "
+        "Off: the characteristics are inputs in both steps. Needs meta_grad=unrolled.",
     )
     meta_hidden_size: int = Field(100, ge=1, description="Width of the perturbation network's hidden layers.")
     meta_num_layers: int = Field(2, ge=1, description="Hidden layers of the perturbation network.")
@@ -78,9 +86,11 @@ class CLPConfig(ERMConfig):
     lambda_: float = Field(
         0.5,
         ge=0,
-        description="Strength of the saliency term: squared input gradient of the CE per background pixel, on the "
-        "training and the meta batches.",
+        description="Strength of the saliency term: per image, the squared gradient of the batch's summed CE with "
+        "respect to the input, summed over channels and averaged over the background pixels; averaged over the "
+        "images with a foreground; on the training and the meta batches.",
     )
+    allow_no_masks: bool = Field(False, description=ALLOW_NO_MASKS_HELP)
     fgsm_eps: float = Field(0.5, gt=0, description="f_infill=fgsm: L-inf radius in normalised units (the paper: 0.5).")
     fgsm_alpha: float | None = Field(None, gt=0, description="f_infill=fgsm: step size (None: 1.25 * eps).")
     noise_std: float = Field(0.2, ge=0, description="random infill: std of the per-pixel noise on the colour.")

@@ -5,7 +5,12 @@ scratch, SGD lr 0.1, momentum 0.9, Nesterov, weight decay 5e-4, batch 128 (train
 epochs, lr × 0.01 at epoch 160 and again at 180; perturbation network Adam 1e-3, weight decay
 1e-4; λ = 0.5. Data as ``CIFAR_process.py`` builds it (``dataset.protocol=clp``: 1000 clean meta
 images in all, i.e. 100 per class on CIFAR-10 and 10 on CIFAR-100; the long tail's class order
-shuffled), with the training script's seed 100 passed to ``build_dataloader``.
+shuffled), with the training script's seed 100 passed to ``build_dataloader``. Its training
+transform is ``RandomCrop(32, padding=4, padding_mode="reflect")`` and a flip
+(``train.augment=crop_flip_reflect``), and its meta set is a deep copy of the training dataset, so
+the meta images are cropped and flipped too (``meta_augment=true``). CIFAR has no masks (the
+authors' matting model is not released): a run needs ``dataset.mask_provider=NAME`` or, knowingly,
+``allow_no_masks=true``.
 
 | preset | data |
 |---|---|
@@ -17,8 +22,8 @@ Not released, our guesses (UNVERIFIED):
 * ``waterbirds``: ImageNet-pretrained ResNet-50 (the setting of the baselines CLP's table copies),
   SGD lr 1e-3, momentum 0.9, weight decay 1e-4, batch 32, 40 epochs (Chang et al.'s schedule
   length, whose Waterbirds loader CLP copies), a meta set of 50 clean training images per class
-  (about CIFAR's 2 % of the training set). Masks: the CUB segmentations,
-  ``--set dataset.masks_dir=...``.
+  (about CIFAR's 2 % of the training set). Masks: the CUB segmentations, ``dataset.masks=true``
+  (found in ``segmentations/`` inside or beside the dataset folder, or ``dataset.masks_dir``).
 * ``imagenet-glt``, ``mscoco-glt``: IFL's benchmark recipe (its ``config/*_LT.yaml``: SGD lr 0.1,
   momentum 0.9, weight decay 5e-4, cosine, 100 epochs; ResNeXt-50 there, torchvision's ResNet-50
   from scratch here), batch 128, 10 meta images per class. No masks: name a mask provider.
@@ -44,7 +49,8 @@ CIFAR_SGD = {
     "milestones": [160, 180],
     "gamma": 0.01,
 }
-CIFAR_TRAIN = {"epochs": 200, "batch_size": 128}
+# CIFAR_process.py: RandomCrop(32, padding=4, padding_mode="reflect") and RandomHorizontalFlip.
+CIFAR_TRAIN = {"epochs": 200, "batch_size": 128, "augment": "crop_flip_reflect"}
 CLP_DATA = {"protocol": "clp", "seed": 100}  # CIFAR_process.build_dataloader(seed=args.seed=100)
 IMB_FACTORS = (10, 100)
 NOISE = {"unif": (0.2, 0.4, 0.6), "flip": (0.2, 0.4, 0.6), "flip2": (0.2, 0.4, 0.6)}
@@ -52,7 +58,8 @@ NOISE = {"unif": (0.2, 0.4, 0.6), "flip": (0.2, 0.4, 0.6), "flip2": (0.2, 0.4, 0
 
 def _cifar(dataset_options: dict[str, Any]) -> dict[str, Any]:
     return {
-        "method": {**CIFAR_SGD, **META},
+        # The meta set is a deep copy of the training dataset object: its transforms crop and flip.
+        "method": {**CIFAR_SGD, **META, "meta_augment": True},
         "train": dict(CIFAR_TRAIN),
         "model": {"name": "resnet32"},
         "dataset": {**CLP_DATA, **dataset_options},
@@ -80,7 +87,7 @@ def _presets() -> dict[str, dict[str, Any]]:
         },
         "train": {"epochs": 40, "batch_size": 32},
         "model": {"name": "resnet50", "weights": "IMAGENET1K_V1"},
-        "dataset": {"meta_per_class": 50},
+        "dataset": {"meta_per_class": 50, "masks": True},  # the CUB segmentations
     }
     for glt in ("imagenet-glt", "mscoco-glt"):  # UNVERIFIED: IFL's recipe, not CLP's
         presets[glt] = {
