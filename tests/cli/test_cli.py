@@ -167,3 +167,19 @@ def test_resume_from_cli_finishes_the_run(tmp_path):
     again = robust("run", "erm", "--out", str(out), "--resume", "-q")
     assert again.returncode == 0, again.stderr
     assert (out / "summary.json").is_file()
+
+
+def test_a_misspelt_rerun_and_a_colliding_discover_lose_nothing(tmp_path):
+    """Issue 18: `--rerun` of a phase that does not exist deleted summary.json and the best checkpoints
+    before it found out; `discover --out RUN/summary.csv` wrote over the run's summary.json."""
+    out = tmp_path / "run"
+    first = robust(
+        "run", "erm", "--dataset", "synthetic-cmnist", *CMNIST_SMALL, "--epochs", "1", "--out", str(out), "-q"
+    )
+    assert first.returncode == 0, first.stderr
+    kept = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".run.pid"}
+    assert_clean_error(robust("run", "erm", "--rerun", "trian", "--out", str(out), "-q"), "no phase 'trian'", "train")
+    assert_clean_error(
+        robust("discover", "--from", str(out), "--out", str(out / "summary.csv")), "summary.json", "robust run"
+    )
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".run.pid"} == kept

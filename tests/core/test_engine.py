@@ -10,7 +10,7 @@ import torch
 
 from robust.checkpoint import load_checkpoint
 from robust.engine import Run
-from robust.errors import CheckpointError, NonFiniteLossError, RunDirError
+from robust.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirError
 from robust.resolve import resolve_run_config
 from robust.results import read_history
 
@@ -196,3 +196,148 @@ def test_datasets_can_ask_for_auc_and_derived_metrics(tmp_path, register_plugin)
     metrics = summary["selection"]["best_val_auc"]["metrics"]
     assert 0 <= metrics["val/macro_auc"] <= 1 and "test/macro_auc" in metrics
     assert metrics["test/gap"] == pytest.approx(metrics["val/avg_acc"] - metrics["test/avg_acc"])
+
+
+# -- issue 18: reruns lose nothing, interrupted epochs keep their history, leftovers go ----------
+
+
+def rerun_run(out: Path, phase: str, method: str = "two-phase", sets=()) -> Run:
+    from robust.results import RunDir
+
+    base = RunDir(out).read_config()
+    resolved = resolve_run_config(method, sets=list(sets), flags={}, base=base)
+    return Run(resolved, out, rerun=phase, quiet=True)
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def results_of(out: Path) -> dict[str, bytes]:
+    """The files that hold a run's results (the lock's files aside)."""
+    return {k: v for k, v in snapshot(out).items() if not k.startswith(".run.")}
+
+
+def test_rerun_of_a_misspelt_phase_changes_nothing(tmp_path):
+    make_run(tmp_path / "run", method="two-phase").fit()
+    before = results_of(tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"no phase 'finetun'.*Nothing in the run directory was changed"):
+        rerun_run(tmp_path / "run", "finetun").fit()
+    assert results_of(tmp_path / "run") == before, "summary.json and the best checkpoints are kept"
+
+
+def test_rerun_with_a_damaged_phase_checkpoint_changes_nothing(tmp_path):
+    make_run(tmp_path / "run", method="two-phase").fit()
+    (tmp_path / "run" / "checkpoints" / "phase-analyse.pt").write_bytes(b"truncated")
+    before = results_of(tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"phase-analyse\.pt"):
+        rerun_run(tmp_path / "run", "finetune").fit()
+    assert results_of(tmp_path / "run") == before
+
+
+def test_a_rerun_that_fails_before_its_first_checkpoint_gives_the_run_back(tmp_path, register_plugin):
+    make_run(tmp_path / "run", method="two-phase").fit()
+    before = results_of(tmp_path / "run")
+    with register_plugin(CrashAt(evaluation=1), "crash"), pytest.raises(Crash):  # after history and best writes
+        rerun_run(tmp_path / "run", "finetune", sets=["lr=0.01"]).fit()
+    assert results_of(tmp_path / "run") == before
+
+
+def test_an_interrupted_rerun_resumes_then_drops_what_it_replaced(tmp_path, register_plugin):
+    make_run(tmp_path / "run", method="two-phase").fit()
+    with register_plugin(CrashAt(evaluation=2), "crash"), pytest.raises(Crash):  # after a checkpoint
+        rerun_run(tmp_path / "run", "finetune", sets=["lr=0.01"]).fit()
+    run = tmp_path / "run"
+    assert not (run / "summary.json").exists() and (run / ".rerun-backup").is_dir()
+    assert json.loads((run / "config.json").read_text())["method"]["lr"] == 0.01
+    resolved = resolve_run_config("two-phase", flags={}, base=json.loads((run / "config.json").read_text()))
+    Run(resolved, run, resume=True, quiet=True).fit()
+    assert (run / "summary.json").is_file() and not (run / ".rerun-backup").exists()
+
+
+def test_a_rerun_killed_before_it_checkpointed_is_undone_at_the_next_start(tmp_path):
+    from robust.results import RunDir
+
+    make_run(tmp_path / "run", method="two-phase").fit()
+    before = results_of(tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    RunDir(tmp_path / "run").begin_rerun({**config, "method": {**config["method"], "lr": 0.01}})  # then SIGKILL
+    assert not (tmp_path / "run" / "summary.json").exists()
+    with pytest.raises(RunDirError, match=r"stopped before its first checkpoint.*nothing to resume"):
+        make_run(tmp_path / "run", method="two-phase", resume=True)
+    assert results_of(tmp_path / "run") == before
+
+
+class CrashAtStep(Recorder):
+    """ERM that raises :class:`Crash` at a chosen step (mid-epoch), once."""
+
+    at: int | None = None
+
+    def update(self, batch, step):
+        if step == CrashAtStep.at:
+            CrashAtStep.at = None
+            raise Crash
+        return super().update(batch, step)
+
+
+@pytest.fixture
+def crash_at_step(register_plugin):
+    from robust import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def register_methods(self, register):
+            register("crash-at-step", CrashAtStep)
+
+    with register_plugin(Plugin(), "crash-at-step-plugin"):
+        yield
+
+
+def assert_same_history(a: Path, b: Path) -> None:
+    import numpy as np
+
+    full, cut = read_history(a / "history.h5"), read_history(b / "history.h5")
+    assert full.keys() == cut.keys()
+    for key, column in full.items():
+        assert np.array_equal(column, cut[key]), key
+
+
+@pytest.mark.parametrize("crash_step", [4, 5])
+def test_history_after_a_mid_epoch_resume_equals_uninterrupted(tmp_path, crash_at_step, crash_step):
+    """train/loss of the interrupted epoch averages all its steps: the running sums are checkpointed
+    (they were lost, and the epoch's mean covered the steps after the resume only)."""
+    sets = ("train.batch_size=32", "train.checkpoint_every_steps=1")  # 3 steps an epoch, evaluated at its end
+    make_run(tmp_path / "full", method="crash-at-step", sets=sets, seed=3).fit()
+    CrashAtStep.at = crash_step
+    with pytest.raises(Crash):
+        make_run(tmp_path / "cut", method="crash-at-step", sets=sets, seed=3).fit()
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["engine"]["batch"] > 0
+    make_run(tmp_path / "cut", method="crash-at-step", sets=sets, seed=3, resume=True).fit()
+    assert_same_history(tmp_path / "full", tmp_path / "cut")
+    for key, value in final_weights(tmp_path / "full").items():
+        assert torch.equal(value, final_weights(tmp_path / "cut")[key]), key
+
+
+def test_a_run_that_died_before_its_first_checkpoint_resumes_from_the_start(tmp_path):
+    make_run(tmp_path / "full", seed=3).fit()
+    died = make_run(tmp_path / "cut", seed=3)  # config.json written, then the process died
+    died.release()
+    assert not (tmp_path / "cut" / "checkpoints").exists()
+    summary = make_run(tmp_path / "cut", seed=3, resume=True).fit()
+    assert (
+        summary["selection"]["last"]["metrics"]
+        == json.loads((tmp_path / "full" / "summary.json").read_text())["selection"]["last"]["metrics"]
+    )
+    assert_same_history(tmp_path / "full", tmp_path / "cut")
+
+
+def test_temporary_files_of_killed_writes_are_removed_on_the_next_start(tmp_path, register_plugin):
+    with register_plugin(CrashAt(evaluation=2), "crash"), pytest.raises(Crash):
+        make_run(tmp_path / "run").fit()
+    leftovers = [tmp_path / "run" / "checkpoints" / ".last.pt.k3j2.tmp", tmp_path / "run" / ".history.h5.a1b2.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    unrelated = tmp_path / "run" / "notes.tmp"  # not a name our writes use: kept
+    unrelated.write_text("mine")
+    make_run(tmp_path / "run", resume=True).fit()
+    assert not any(path.exists() for path in leftovers) and unrelated.exists()

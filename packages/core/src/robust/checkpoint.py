@@ -41,3 +41,24 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "Point --out at a run directory made by `robust run`, or delete the file to start over."
         )
     return payload
+
+
+#: What the engine's resume point holds (``checkpoints/last.pt``, ``phase-NAME.pt``).
+ENGINE_KEYS = ("phase", "started", "epoch", "batch", "phase_step", "global_step", "elapsed", "history", "selector")
+
+
+def load_training_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint to resume training from: :func:`load_checkpoint`, and the engine and method
+    state it must hold (a model-only checkpoint, or one with keys missing, is named as such)."""
+    payload = load_checkpoint(path, map_location)
+    engine, method = payload.get("engine"), payload.get("method")
+    missing = [f"engine.{k}" for k in ENGINE_KEYS if not isinstance(engine, dict) or k not in engine]
+    if not isinstance(method, dict) or "modules" not in method:
+        missing.append("method.modules")
+    if missing:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} cannot be resumed from: it lacks {', '.join(missing[:4])}"
+            f"{' ...' if len(missing) > 4 else ''} (it holds model weights only, or was damaged). Start the run "
+            "again in a new --out directory, or restore the file from a backup."
+        )
+    return payload

@@ -406,24 +406,32 @@ def discover(
 ) -> None:
     """Infer groups nobody annotated: cluster a trained model's representations per class, write them
     as a CSV that any run reads with --set dataset.groups=FILE, and score them against true groups."""
+    from contextlib import nullcontext
+
     from rich.console import Console
     from rich.table import Table
 
-    from robust.discovery import discover_from_run, write_discovery
+    from robust.discovery import discover_from_run, discovery_outputs, write_discovery
+    from robust.results import check_output, run_root
+    from robust.runlock import RunLock
 
-    found = discover_from_run(
-        from_run,
-        dataset=dataset,
-        checkpoint=checkpoint,
-        num_clusters=clusters_per_class,
-        splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
-        device=device,
-        seed=seed,
-        restarts=restarts,
-        data_root=data_root,
-    )
     path = Path(out) if out else Path(from_run) / "groups.csv"
-    write_discovery(path, found)
+    for written in discovery_outputs(path):  # before any work: never over another command's file
+        check_output(written, "robust discover")
+    root = run_root(path)  # writing into a run directory: as its one writer, for the time it takes
+    with RunLock(root, "robust discover") if root is not None else nullcontext():
+        found = discover_from_run(
+            from_run,
+            dataset=dataset,
+            checkpoint=checkpoint,
+            num_clusters=clusters_per_class,
+            splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
+            device=device,
+            seed=seed,
+            restarts=restarts,
+            data_root=data_root,
+        )
+        write_discovery(path, found)
     table = Table(title=f"inferred groups ({clusters_per_class} per class)")
     for column in ("split", "samples", "group sizes", "ARI", "purity", "worst-group recall"):
         table.add_column(column, justify="left" if column in ("split", "group sizes") else "right")

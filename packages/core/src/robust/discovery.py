@@ -116,9 +116,15 @@ def discover_groups(
     return result
 
 
+def discovery_outputs(path: str | Path) -> tuple[Path, Path]:
+    """The two files :func:`write_discovery` writes for ``path``: the CSV and the report beside it."""
+    path = Path(path)
+    return path, path.with_suffix(".json")
+
+
 def write_discovery(path: str | Path, discovery: Discovery) -> None:
     """The CSV (``split,index,label,cluster``) and, beside it, ``<name>.json`` with sizes and agreement."""
-    path = Path(path)
+    path, report = discovery_outputs(path)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
@@ -127,7 +133,7 @@ def write_discovery(path: str | Path, discovery: Discovery) -> None:
         writer.writerows((name, i, int(labels[i]), int(clusters[i])) for i in range(len(clusters)))
     text = buffer.getvalue()
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    atomic_write_json(path.with_suffix(".json"), discovery.report())
+    atomic_write_json(report, discovery.report())
 
 
 def read_inferred_groups(path: str | Path, splits: dict[str, Split]) -> dict[str, tuple[Tensor, Tensor]]:

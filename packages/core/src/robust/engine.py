@@ -27,11 +27,11 @@ from torch import Tensor
 from robust import distributed
 from robust.atomic import atomic_write
 from robust.attributes import engine_view, method_view, resolve_protocol
-from robust.checkpoint import load_checkpoint, save_checkpoint
+from robust.checkpoint import load_training_checkpoint, save_checkpoint
 from robust.data import Batch, DatasetBundle
 from robust.datasets import load_entry
 from robust.device import resolve_device, resolve_precision
-from robust.errors import ConfigError, NonFiniteLossError, RunDirError
+from robust.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirError
 from robust.loader import BatchLoader
 from robust.method import Method, MethodContext, Phase
 from robust.metrics import accuracy_metrics, macro_auc
@@ -40,6 +40,7 @@ from robust.plugins import plugin_distribution, pm
 from robust.registry import get_registry
 from robust.resolve import Resolved
 from robust.results import RunDir
+from robust.runlock import RunLock
 from robust.seeding import generator, seed_everything
 from robust.selection import Selector, default_rule, rule_label
 
@@ -92,8 +93,29 @@ class Run:
             amp = method_cls.default_amp(method_config) or amp
         self.precision = resolve_precision(amp, self.device)
         seed_everything(self.config.seed, self.train_config.deterministic)
+        # One process writes a run directory at a time: rank 0 holds its lock from here to the end of
+        # fit() (or until set-up fails). Nothing in the directory changes before set-up has succeeded.
+        self._lock: RunLock | None = None
+        self._rerun_begun = False
+        self._record: dict[str, Any] = {}
+        created = False
         if self.is_main:
             self.run_dir.check(resume, rerun)
+            created = not self.run_dir.path.exists()
+            self._lock = RunLock(self.run_dir.path).acquire()
+        try:
+            self._set_up(method_cls, method_config)
+        except BaseException:
+            self.release()
+            if self.is_main and created and self.run_dir.is_empty():
+                shutil.rmtree(self.run_dir.path, ignore_errors=True)  # leave no trace of a run that never began
+            raise
+
+    def _set_up(self, method_cls: type[Method], method_config: Any) -> None:
+        resume, rerun = self.resume, self.rerun
+        if self.is_main:
+            self._start_again()
+        distributed.barrier()  # the other processes read the directory once rank 0 has put it in order
         self.protocol = resolve_protocol(
             self.config.method_name, method_cls.uses_group_labels, self.config.train_attr, self.config.val_attr
         )
@@ -125,11 +147,39 @@ class Run:
             "elapsed": 0.0,
         }
         self._resume_payload: dict[str, Any] | None = None
-        if resume:
-            self._resume_payload = load_checkpoint(self.run_dir.checkpoint_path, map_location=self.device)
+        self._rerun_payload: dict[str, Any] | None = None
+        if rerun is not None:  # the phase exists and the state before it is readable, or nothing changes
+            self._rerun_payload = self._rerun_start(self.method.phases())
+        elif resume and self.run_dir.checkpoint_path.is_file():
+            self._resume_payload = load_training_checkpoint(self.run_dir.checkpoint_path, map_location=self.device)
+        elif resume:  # it died before its first checkpoint: nothing was trained that a restart would not redo
+            self.log(f"{self.run_dir.path} has no checkpoint yet: starting it from the beginning.")
+        self._record = self._config_record()
         if self.is_main:
-            self.run_dir.claim(self._config_record(), resume, rerun)
+            self.run_dir.claim(self._record, resume, rerun)
         distributed.barrier()
+
+    def _start_again(self) -> None:
+        """Under the lock, before anything is read: clear what a killed process left (temporary files,
+        a rerun that never checkpointed), then check the directory again (another process may have
+        finished or started a run there between the first check and the lock)."""
+        removed = self.run_dir.remove_leftovers()
+        if removed:
+            self.log(f"Removed {len(removed)} temporary file(s) that an interrupted write left in {self.run_dir.path}.")
+        note = self.run_dir.recover()
+        if note and self.resume:
+            raise RunDirError(
+                f"{note} There is nothing to resume; run the same --rerun command again to rerun its phases."
+            )
+        if note:
+            self.log(note)
+        self.run_dir.check(self.resume, self.rerun)
+
+    def release(self) -> None:
+        """Let another process write the run directory (at the end of fit, or when set-up fails)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- setup --------------------------------------------------------------------------
 
@@ -244,12 +294,26 @@ class Run:
     # -- the loop -----------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
-        """Run every phase to the end and return the summary."""
+        """Run every phase to the end and return the summary. The run directory stays locked until
+        it returns; a rerun that fails before its first checkpoint gives the run it replaced back."""
+        try:
+            return self._fit()
+        except BaseException:
+            if self.is_main and self._rerun_begun and (note := self.run_dir.recover()):
+                self.log(note)
+            raise
+        finally:
+            self.release()
+
+    def _fit(self) -> dict[str, Any]:
         phases = self.method.phases()
         if self.rerun is not None:
             self._start_rerun(phases)
+            if self.is_main:
+                self.run_dir.begin_rerun(self._record)
+                self._rerun_begun = True
         elif self._resume_payload is not None:
-            self._restore(self._resume_payload, phases)
+            self._restore(self._resume_payload, phases, self.run_dir.checkpoint_path)
         if self.is_main:  # lifecycle hooks (loggers) run in the process that writes
             pm.hook.on_run_start(run=self)
         started = time.perf_counter() - self.state["elapsed"]
@@ -276,6 +340,7 @@ class Run:
         summary = self._summary(time.perf_counter() - started)
         if self.is_main:
             self.run_dir.write_summary(summary)
+            self.run_dir.end_rerun()  # a rerun's predecessor, kept until now
             pm.hook.on_run_end(run=self, summary=summary)
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
@@ -319,9 +384,13 @@ class Run:
             if (steps is None and epoch >= epochs) or (steps is not None and self.state["phase_step"] >= steps):
                 break
             resumed = self._resumed_epoch
+            sums: dict[str, Tensor] = {}
+            count = 0
             if resumed is not None:
                 order, aug = resumed
-                self._resumed_epoch = None
+                # The epoch's running loss sums go on from the checkpoint, so its train/ means cover every step.
+                sums, count = self._resumed_sums or (sums, count)
+                self._resumed_epoch = self._resumed_sums = None
             else:
                 order_gen = generator(seed, "cpu", "order", phase.name, epoch)
                 order = self.method.epoch_indices(epoch, order_gen)
@@ -330,8 +399,6 @@ class Run:
                 aug = generator(seed, self.device, "augment", phase.name, epoch, *self._rank_stream())
             if self.state["batch"] == 0:
                 self.method.on_epoch_start(epoch)
-            sums: dict[str, Tensor] = {}
-            count = 0
             per_sample = distributed.per_sample_buffers(self.method, len(loader)) if self.world.distributed else []
             for batch_index, batch in enumerate(
                 loader.batches(
@@ -372,7 +439,7 @@ class Run:
                 ckpt_every = self.train_config.checkpoint_every_steps
                 if ckpt_every and phase_step % ckpt_every == 0:
                     self._check_finite(sums, count, phase)
-                    self._checkpoint(order=order, aug=aug)
+                    self._checkpoint(order=order, aug=aug, sums=sums, count=count)
             self._check_finite(sums, count, phase)
             self.progress.update(task, completed=self.state["phase_step"], loss=_format_logs(sums, count))
             self.method.batch_share = 1.0 / self.world.size  # outside training steps every process does the same
@@ -517,18 +584,30 @@ class Run:
             per_sample = distributed.per_sample_buffers(self.method, len(split))
             distributed.average_buffers(self.method, skip=per_sample)
 
-    def _checkpoint(self, order: Tensor | None = None, aug: torch.Generator | None = None) -> None:
+    def _checkpoint(
+        self,
+        order: Tensor | None = None,
+        aug: torch.Generator | None = None,
+        sums: dict[str, Tensor] | None = None,
+        count: int = 0,
+    ) -> None:
         self._sync_buffers()
         mid_epoch = aug is not None and bool(self.state["batch"])
         aug_state = aug.get_state() if mid_epoch else None
+        # The running sums of the epoch's logged losses (float32, as accumulated), one row per process.
+        sum_values = torch.stack(list(sums.values())).unsqueeze(0) if mid_epoch and sums else None
         if mid_epoch and self.world.distributed:  # every process's augmentation stream, row = rank
             aug_state = distributed.gather_rows(aug_state.to(self.device).unsqueeze(0)).cpu()
+            if sum_values is not None:
+                sum_values = distributed.gather_rows(sum_values)
         if not self.is_main:
             return
         engine = dict(self.state)
         engine["elapsed"] = time.perf_counter() - self._started_at
         engine["order"] = order.cpu() if order is not None and self.state["batch"] else None
         engine["aug_state"] = aug_state
+        saved_sums = {"keys": list(sums), "values": sum_values.cpu(), "count": count} if sums else None
+        engine["epoch_sums"] = saved_sums if sum_values is not None else None
         engine["world_size"] = self.world.size
         engine["history"] = self.history
         engine["selector"] = self.selector.state()
@@ -540,20 +619,32 @@ class Run:
         save_checkpoint(self.run_dir.checkpoint_path, payload)
 
     _resumed_epoch: tuple[Tensor, torch.Generator] | None = None
+    _resumed_sums: tuple[dict[str, Tensor], int] | None = None
 
-    def _start_rerun(self, phases: list[Phase]) -> None:
-        """Go back to the start of phase ``self.rerun``: the state saved when the phase before it
-        ended (or a fresh start for the first phase). Model selection restarts with the rerun."""
+    def _restored_sums(self, engine: dict[str, Any]) -> tuple[dict[str, Tensor], int] | None:
+        """The interrupted epoch's loss sums and step count (this process's row). Checkpoints written
+        before they were saved have none: that epoch's train/ means then cover the steps after the resume."""
+        saved = engine.get("epoch_sums")
+        if not saved:
+            return None
+        values = saved["values"]
+        if values.shape[0] != self.world.size:  # another number of processes: the sums do not split again
+            return None
+        row = values[self.world.rank].to(self.device)
+        return {key: row[i] for i, key in enumerate(saved["keys"])}, int(saved["count"])
+
+    def _rerun_start(self, phases: list[Phase]) -> dict[str, Any] | None:
+        """The state phase ``self.rerun`` starts from: the checkpoint saved when the phase before it
+        ended (None for the first phase). Raises before anything in the run directory changes."""
         names = [p.name for p in phases]
         if self.rerun not in names:
             raise ConfigError(
                 f"Method {self.config.method_name!r} has no phase {self.rerun!r}; its phases are {', '.join(names)}. "
-                "Pass one of them to --rerun."
+                "Pass one of them to --rerun. Nothing in the run directory was changed."
             )
         index = names.index(self.rerun)
         if index == 0:
-            self.log(f"Rerunning {self.run_dir.path} from its first phase {self.rerun!r}.")
-            return
+            return None
         before = self.run_dir.phase_path(names[index - 1])
         if not before.is_file():
             raise RunDirError(
@@ -561,11 +652,21 @@ class Run:
                 f"({names[index - 1]!r}) has not finished there (no {before.name}). Resume the run with --resume "
                 "first, or rerun an earlier phase."
             )
-        self._restore(load_checkpoint(before, map_location=self.device), phases)
+        return load_training_checkpoint(before, map_location=self.device)
+
+    def _start_rerun(self, phases: list[Phase]) -> None:
+        """Go back to the start of phase ``self.rerun`` (validated by :meth:`_rerun_start`). Model
+        selection restarts with the rerun."""
+        names = [p.name for p in phases]
+        index = names.index(self.rerun)
+        if self._rerun_payload is None:
+            self.log(f"Rerunning {self.run_dir.path} from its first phase {self.rerun!r}.")
+            return
+        self._restore(self._rerun_payload, phases, self.run_dir.phase_path(names[index - 1]))
         self.selector = Selector(test_metric=self.info.test_metric)
         self.log(f"Rerunning phase {self.rerun!r} and those after it, from the end of {names[index - 1]!r}.")
 
-    def _restore(self, payload: dict[str, Any], phases: list[Phase]) -> None:
+    def _restore(self, payload: dict[str, Any], phases: list[Phase], path: Path) -> None:
         engine = payload["engine"]
         # Replay the set-up of every phase reached, so modules and optimizers exist before loading.
         for index in range(min(engine["phase"], len(phases))):
@@ -573,7 +674,16 @@ class Run:
                 phases[index].on_start()
         if engine["started"] and engine["phase"] < len(phases) and phases[engine["phase"]].on_start is not None:
             phases[engine["phase"]].on_start()
-        self.method.load_training_state(payload["method"])
+        try:
+            self.method.load_training_state(payload["method"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"Checkpoint {str(path)!r} does not fit this run's {self.config.method_name!r} method and "
+                f"{self.config.model_name!r} model ({first}): it was written by another method, model or "
+                "options. Resume with the options in the run's config.json, or start again in a new --out "
+                "directory."
+            ) from None
         if "scaler" in payload and self.precision.scaler is not None:
             self.precision.scaler.load_state_dict(payload["scaler"])
         self.history = list(engine["history"])
@@ -595,6 +705,7 @@ class Run:
                 state = state[min(self.world.rank, state.shape[0] - 1)]
             aug.set_state(state)
             self._resumed_epoch = (engine["order"], aug)
+            self._resumed_sums = self._restored_sums(engine)
         distributed.broadcast_module(self.method)
         self.log(
             f"Resuming {self.run_dir.path} at phase {engine['phase']}, epoch {engine['epoch']}, step {engine['global_step']}."

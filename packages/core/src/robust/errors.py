@@ -44,6 +44,10 @@ class RunDirError(RobustError):
     """The run directory is in a state that would lose or mix results."""
 
 
+class WriteError(RobustError):
+    """A file could not be written (disk full, read-only, no permission); the previous one is intact."""
+
+
 class NonFiniteLossError(RobustError):
     """Training produced NaN or inf; the last good checkpoint was kept."""
 

@@ -17,19 +17,23 @@ from torch import Tensor
 
 from robust.checkpoint import load_checkpoint
 from robust.data import DatasetBundle
-from robust.errors import RunDirError
+from robust.errors import CheckpointError, RunDirError
 from robust.models.classifier import Classifier, build_registered_model
 from robust.results import RunDir
 
 
 def trained_weights(
-    run_dir: str | Path, checkpoint: str = "last", map_location: str | torch.device = "cpu"
+    run_dir: str | Path,
+    checkpoint: str = "last",
+    map_location: str | torch.device = "cpu",
+    keys: tuple[str, ...] = ("model",),
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """``(config, classifier state dict)`` of a run directory.
 
     ``checkpoint``: ``last`` (the resume point: the model as training left it), a selection
     rule (``best_val_worst_group``...: the model kept for that rule), or ``phase-NAME`` (the
-    model at the end of that phase of a multi-phase run, e.g. PruSC's ``phase-erm``).
+    model at the end of that phase of a multi-phase run, e.g. PruSC's ``phase-erm``). ``keys``:
+    the config.json entries the caller needs, checked (a damaged file is named, with the key).
     """
     run = RunDir(run_dir)
     if not run.config_path.is_file():
@@ -46,14 +50,20 @@ def trained_weights(
             "run finish (robust run ... --resume)."
         )
     payload = load_checkpoint(path, map_location=map_location)
-    modules = payload["method"]["modules"] if "method" in payload else payload["modules"]
+    holder = payload.get("method", payload)
+    modules = holder.get("modules") if isinstance(holder, dict) else None
+    if not isinstance(modules, dict):
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} holds no module weights (no 'modules' table): it was damaged or not "
+            "written by a robust run. Pick another checkpoint of the run, or train it again."
+        )
     weights = {k[len("model.") :]: v for k, v in modules.items() if k.startswith("model.")}
     if not weights:
         raise RunDirError(
             f"The checkpoint {str(path)!r} holds no classifier (no 'model.' weights): its method keeps its "
             "networks under other names, so it cannot be reused as a trained classifier."
         )
-    return run.read_config(), weights
+    return run.read_config(keys), weights
 
 
 @dataclass
@@ -78,7 +88,7 @@ def load_trained_run(
     from robust.registry import get_registry
 
     device = torch.device(device)
-    config, weights = trained_weights(run_dir, checkpoint, map_location=device)
+    config, weights = trained_weights(run_dir, checkpoint, map_location=device, keys=("dataset", "model"))
     dataset = dict(config.get("dataset", {}))
     data = load_dataset(dataset.pop("name"), dataset, data_root or config.get("data_root"))
     model_options = dict(config.get("model", {}))

@@ -51,6 +51,8 @@ def spurious_score_command(
     Each result is also written to RUN_DIR/spurious_score-PATTERN-TARGET-SEED.json."""
     from robust.atomic import atomic_write_json
     from robust.errors import ConfigError
+    from robust.results import check_output
+    from robust.runlock import RunLock
     from robust.trained import load_trained_run
     from robust_rare.score import spurious_score
 
@@ -82,7 +84,9 @@ def spurious_score_command(
         )
         result.update(run=str(run_dir), checkpoint=checkpoint, split=split, planted_n=planted.get("n", 0))
         name = f"spurious_score-{result['pattern']}-{target}-{pattern_seed}.json"
-        atomic_write_json(Path(run_dir) / name, result)
+        check_output(Path(run_dir) / name, "robust rare spurious-score")
+        with RunLock(run_dir, "robust rare spurious-score"):  # not while a run writes there
+            atomic_write_json(Path(run_dir) / name, result)
         rows.append(result)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -348,10 +352,13 @@ def membership_command(target_run: str, shadow_run: str, device: str, as_json: b
     (and the pattern), SHADOW_RUN with --set dataset.membership_half=shadow (no pattern), same recipe."""
     from robust.atomic import atomic_write_json
     from robust.errors import ConfigError
+    from robust.results import check_output
+    from robust.runlock import RunLock
     from robust.trained import load_trained_run
     from robust_rare.membership import attack_features, evaluate_attack, fit_attack
     from robust_rare.score import logits
 
+    check_output(Path(target_run) / "membership.json", "robust rare membership")
     runs = {
         name: load_trained_run(path, "last", device) for name, path in (("target", target_run), ("shadow", shadow_run))
     }
@@ -374,7 +381,8 @@ def membership_command(target_run: str, shadow_run: str, device: str, as_json: b
     spurious = features["target", "train"][index] if index else features["target", "train"][:0]
     result = evaluate_attack(attack, features["target", "train"], features["target", "test"], spurious)
     result.update(target=str(target_run), shadow=str(shadow_run), planted=len(index))
-    atomic_write_json(Path(target_run) / "membership.json", result)
+    with RunLock(target_run, "robust rare membership"):
+        atomic_write_json(Path(target_run) / "membership.json", result)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
