@@ -1,0 +1,1 @@
+"""Baselines for robust: JTT, DFR, group/class rebalancing and CVaR-DRO."""
