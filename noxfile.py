@@ -16,7 +16,7 @@ import nox
 ROOT = Path(__file__).parent
 PACKAGES = sorted(str(p) for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").is_file())
 EXAMPLE = str(ROOT / "examples" / "robust-example-method")
-TEST_DEPS = ["pytest>=8", "pytest-xdist>=3"]
+TEST_DEPS = ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6"]
 
 nox.options.sessions = ["tests", "lint"]
 

@@ -33,3 +33,45 @@ def test_set_routing():
     ).config
     assert config.method["momentum"] == 0.5 and config.train.batch_size == 32
     assert config.dataset["conflict_pct"] == 2 and config.seed == 7
+
+
+# --- bad config input: one paragraph naming the file and the key (issue 18) -------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[dataset]\nname = 5\n', r"dataset\.name must be a name .*got 5 \(int\)"),  # was AttributeError
+        ('[dataset]\nname = ["a"]\n', r"dataset\.name must be a name"),  # was TypeError: unhashable
+        ('preset = [1]\n[dataset]\nname = "synthetic-cmnist"\n', r"preset must be a name"),  # was TypeError
+        ('[dataset]\nname = "synthetic-cmnist"\n[model]\nname = 3\n', r"model\.name must be a name"),
+        ('[dataset]\nname = "synthetic-cmnist"\nn_train = "big"\n', r"'n_train'.*got 'big'"),
+        ('[dataset]\nname = "synthetic-cmnist"\n[dataset.n_train]\nx = 1\n', r"'n_train'.*got \{'x': 1\}"),
+        ("dataset = 3\n", r"'dataset' must be a table"),
+        ('seed = -1\n[dataset]\nname = "synthetic-cmnist"\n', r"'seed': Input should be greater than or equal to 0"),
+        ('seed = 99999999999999999999\n[dataset]\nname = "synthetic-cmnist"\n', r"'seed': Input should be less than or equal to 9223372036854775807"),
+        ("seed = [", r"not valid TOML"),
+    ],
+)
+def test_bad_config_files_name_the_file_and_the_key(tmp_path, text, message):
+    file = tmp_path / "bad.toml"
+    file.write_text(text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        resolve_run_config("erm", config_file=str(file))
+    assert str(file) in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("seed=-5", r"'seed': Input should be greater than or equal to 0"),  # torch.manual_seed raised mid-run
+        ("seed=1e400", r"'seed': Input should be a finite number"),
+        ("preset=[1]", r"preset must be a name"),
+        ("lr=" + "[" * 5000, r"'lr': Input should be a valid number"),  # RecursionError inside tomllib
+        ("lr=1\nmomentum = 0.5", r"'lr': Input should be a valid number"),  # one literal, not a TOML document
+        ("=1", r"Cannot parse --set '=1'"),
+    ],
+)
+def test_malformed_set_values_are_config_errors(item, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_run_config("erm", dataset="synthetic-cmnist", sets=[item])

@@ -381,3 +381,77 @@ def test_registry_end_to_end(c10):
         entry = get_registry().get("dataset", name)
         bundle = entry.load()(entry.load_config().model_validate(options), c10)
         assert bundle.info.name == name and set(bundle.splits) == {"train", "val", "test"}
+
+
+# --- untrusted pickles: a data file must not run code (issue 18) ------------------------------
+
+
+class _RunsCode:
+    """Pickles as a call to os.system: plain pickle.load would run the command."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
+def test_crafted_pickle_is_refused_and_never_run(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder, per_class=2, test_per_class=1)
+    marker = tmp_path / "pwned"
+    dump(folder / "test_batch", {"data": np.zeros((1, 3072), np.uint8), "labels": [0], "x": _RunsCode(f"touch {marker}")})
+    with (folder / "test_batch").open("rb") as f:  # the payload is live: plain pickle runs it
+        pickle.load(f, encoding="latin1")
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(DataError, match=r"Refused to read the CIFAR file '.*test_batch'.*posix\.system.*nothing in it"):
+        cifar.load_cifar10({"val_size": 0}, tmp_path)
+    assert not marker.exists()
+
+    from robust_datasets.lff_generators import _read_cifar_batches  # the LfF generator reads the same batches
+
+    with pytest.raises(DataError, match=r"Refused.*test_batch"):
+        _read_cifar_batches(folder)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("payload", ["builtins eval", "builtins getattr", "numpy load", "numpy.testing measure"])
+def test_only_numpy_reconstruction_globals_resolve(tmp_path, payload):
+    module, name = payload.split()
+    path = tmp_path / "batch"
+    path.write_bytes(b"\x80\x02c" + f"{module}\n{name}\n".encode() + b"X\x06\x00\x00\x00print1\x85R.")
+    with pytest.raises(DataError, match=rf"Refused.*batch.*{module}\.{name}"):
+        cifar.unpickle(path)
+
+
+def test_codecs_encode_carries_only_latin1_bytes(tmp_path):
+    path = tmp_path / "batch"  # _codecs.encode is allowed for protocol-2 bytes; other codecs are not data
+    path.write_bytes(b"\x80\x02c_codecs\nencode\nX\x02\x00\x00\x00abX\x05\x00\x00\x00rot13\x86R.")
+    with pytest.raises(DataError, match=r"not a valid pickle.*rot13"):
+        cifar.unpickle(path)
+
+
+# A CIFAR-10 file as Python 2's cPickle writes it (the real downloads): SHORT_BINSTRING (py2 str),
+# numpy.core.multiarray._reconstruct, the dtype state of numpy 1.x. Decoded with latin-1.
+PY2_BATCH = (
+    b"\x80\x02}q\x00(U\x04dataq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\nq\x03K\x00\x85q\x04"
+    b"U\x01b\x87q\x05Rq\x06(K\x01K\x02K\x03\x86q\x07cnumpy\ndtype\nq\x08U\x02u1K\x00K\x01\x87Rq\t(K\x03U\x01|NNN"
+    b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbI00\nU\x06\x00\x01\x02\x03\xff\x05tbU\x06labelsq\n]q\x0b(K\x01K\x02eu."
+)
+
+
+def test_real_formats_still_load(tmp_path):
+    path = tmp_path / "py2"
+    path.write_bytes(PY2_BATCH)
+    content = cifar.unpickle(path)
+    assert content["labels"] == [1, 2]
+    np.testing.assert_array_equal(content["data"], np.array([[0, 1, 2], [3, 255, 5]], np.uint8))
+    batch = {b"data": np.arange(6, dtype=np.uint8).reshape(2, 3), b"labels": [np.int64(1), 2], b"names": [b"a", "b"]}
+    for protocol in (2, 4, 5):  # files re-saved by today's numpy name numpy._core and _frombuffer
+        (tmp_path / "new").write_bytes(pickle.dumps(batch, protocol=protocol))
+        content = cifar.unpickle(tmp_path / "new")
+        np.testing.assert_array_equal(content["data"], batch[b"data"])
+        assert content["labels"] == [1, 2] and content["names"] == [b"a", "b"]

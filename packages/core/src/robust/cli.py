@@ -166,10 +166,14 @@ def info(name: str, kind: str | None) -> None:
     kinds = [kind] if kind else list(KIND_NAMES.values())
     entries = [e for k in kinds if (e := registry.find(k, name)) is not None]
     if not entries:
+        from robust.plugins import unloaded_plugins
+        from robust.registry import UnknownFromBrokenPlugin
+
         everything = [n for k in kinds for n in registry.names(k)]
-        raise UnknownNameError(
-            kind or "name", name, difflib.get_close_matches(name, everything, n=3, cutoff=0.5), everything
-        )
+        hints = difflib.get_close_matches(name, everything, n=3, cutoff=0.5)
+        if broken := unloaded_plugins():  # it may be theirs: say so, not "pip install it"
+            raise UnknownFromBrokenPlugin(kind or "name", name, hints, everything, broken)
+        raise UnknownNameError(kind or "name", name, hints, everything)
     console = Console()
     for entry in entries:
         console.print(

@@ -103,7 +103,9 @@ class TrainConfig(Options):
 class RunConfig(Options):
     """The fully resolved configuration of one run (what ``config.json`` holds)."""
 
-    seed: int = Field(0, description="Random seed for weights, data order and augmentation.")
+    seed: int = Field(
+        0, ge=0, le=2**63 - 1, description="Random seed for weights, data order and augmentation (0 to 2**63 - 1)."
+    )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     preset: str | None = Field(None, description="A preset of the method (see `robust info METHOD`).")
     data_root: str | None = Field(
@@ -142,11 +144,50 @@ SECTIONS = ("method", "dataset", "model", "train")
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value: a TOML literal (``0.1``, ``true``, ``[1, 2]``) or else a plain string."""
+    """A ``--set`` value: a TOML literal (``0.1``, ``true``, ``[1, 2]``) or else a plain string.
+
+    Only one whole literal counts: ``1\nx = 2`` is the string it looks like, not 1 and a dropped key.
+    """
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+        parsed = tomllib.loads(f"v = {text}")
+    except (tomllib.TOMLDecodeError, RecursionError):  # RecursionError: thousands of nested [[[
         return text
+    return parsed["v"] if list(parsed) == ["v"] else text
+
+
+def toml_literal(value: Any) -> str:
+    """``value`` as the TOML literal :func:`parse_value` reads back exactly (floats by their shortest
+    exact repr, never rounded: a sweep passes grid values to its runs this way)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        if value in (float("inf"), float("-inf")):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + "".join(_toml_char(c) for c in value) + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_literal(str(k))} = {toml_literal(v)}" for k, v in value.items()) + "}"
+    if hasattr(value, "isoformat"):  # TOML dates and times
+        return value.isoformat()
+    raise ConfigError(f"Cannot write {value!r} ({type(value).__name__}) as a TOML value.")
+
+
+def _toml_char(char: str) -> str:
+    if char in ('"', "\\"):
+        return "\\" + char
+    code = ord(char)
+    if 0xD800 <= code <= 0xDFFF:
+        raise ConfigError(f"Cannot write a lone surrogate ({code:#x}) in a TOML string: it is not valid Unicode.")
+    if (code < 0x20 and char != "\t") or code == 0x7F:
+        return f"\\u{code:04X}"
+    return char
 
 
 def parse_set(item: str) -> tuple[list[str], Any]:

@@ -8,8 +8,9 @@ registered through the same hooks as third-party ones, and three environment swi
 * ``ROBUST_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points at all (hermetic tests).
 * ``ROBUST_TRACE_PLUGINS=1``: print every hook call, its arguments and results to stderr.
 
-A plugin that fails to import is recorded as broken (see :func:`broken_plugins`) and the
-rest keep working.
+A plugin that fails to import, calls ``sys.exit`` at import, or implements a hook robust does not
+define (a misspelt name) is recorded as broken (see :func:`broken_plugins`), costs one warning
+line on stderr, and the rest keep working.
 """
 
 from __future__ import annotations
@@ -100,17 +101,59 @@ def load_plugins() -> None:
         try:
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
-        except Exception as exc:  # a broken plugin must not take the others down
-            _records[ep.name] = PluginRecord(ep.name, dist_name, version, error=f"{type(exc).__name__}: {exc}")
+        except (Exception, SystemExit) as exc:  # a broken plugin (even one calling sys.exit) must not end robust
+            what = f"SystemExit({exc.code!r}) at import" if isinstance(exc, SystemExit) else type(exc).__name__
+            _records[ep.name] = PluginRecord(ep.name, dist_name, version, error=f"{what}: {exc}")
+            if pm.get_plugin(ep.name) is not None:
+                pm.unregister(name=ep.name)
             continue
         _records[ep.name] = PluginRecord(ep.name, dist_name, version)
     _finish()
 
 
 def _finish() -> None:
+    _unload_unknown_hooks()
     pm.check_pending()
+    for record in _records.values():
+        if record.error:
+            _warn(record)
     if _env_flag("ROBUST_TRACE_PLUGINS"):
         _install_tracing()
+
+
+def _unload_unknown_hooks() -> None:
+    """Unregister every plugin that implements a hook robust does not define (a misspelt name).
+
+    pluggy's ``check_pending`` raises for them, which would end every command, ``--version`` too;
+    instead such a plugin is recorded as broken and the others load (the check then passes)."""
+    import difflib
+
+    callers = {name: c for name, c in vars(pm.hook).items() if isinstance(c, pluggy.HookCaller)}
+    known = sorted(name for name, caller in callers.items() if caller.has_spec())
+    unknown: dict[str, list[str]] = {}
+    for name, caller in callers.items():
+        if caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if not impl.optionalhook:
+                unknown.setdefault(impl.plugin_name, []).append(name)
+    for plugin_name, hooks in unknown.items():
+        hints = [m for h in hooks for m in difflib.get_close_matches(h, known, n=1)]
+        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        pm.unregister(name=plugin_name)
+        note_error(plugin_name, f"implements unknown hook{'s' if len(hooks) > 1 else ''} {', '.join(hooks)}{hint}; "
+                   "not loaded")  # fmt: skip
+
+
+def _warn(record: PluginRecord) -> None:
+    """The one line a broken plugin costs every command (``robust list plugins`` has the details)."""
+    source = f" ({record.distribution}{' ' + record.version if record.version else ''})" if record.distribution else ""
+    reason = (record.error or "").strip().splitlines()[0] if (record.error or "").strip() else "no reason given"
+    print(
+        f"robust: warning: plugin {record.name!r}{source} is broken and was not loaded: {reason[:300]}. "
+        "Everything else works; `robust list plugins` shows it.",
+        file=sys.stderr,
+    )
 
 
 def _version(dist: str) -> str | None:
@@ -173,8 +216,13 @@ def plugin_records() -> list[PluginRecord]:
 
 
 def broken_plugins() -> list[PluginRecord]:
-    """Plugins whose entry point failed to import."""
+    """Plugins recorded as broken (failed to import or register, or only partly registered)."""
     return [r for r in plugin_records() if r.error]
+
+
+def unloaded_plugins() -> list[PluginRecord]:
+    """Broken plugins that are not registered at all: whatever they provide is missing."""
+    return [r for r in broken_plugins() if not r.builtin and pm.get_plugin(r.name) is None]
 
 
 def plugin_distribution(plugin_name: str) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from robust.errors import PluginError, UnknownNameError
+from robust.errors import PluginError, RobustError, UnknownNameError
 from robust.papers import PaperResult, make_register
 from robust.plugins import call_each, load_plugins, note_error
 
@@ -45,8 +45,11 @@ class Register(Protocol):
     ) -> None: ...
 
 
-def resolve_reference(ref: str | Any) -> Any:
-    """Import ``"package.module:attr.sub"``; objects pass through unchanged."""
+def resolve_reference(ref: str | Any, owner: str = "") -> Any:
+    """Import ``"package.module:attr.sub"``; objects pass through unchanged.
+
+    ``owner`` says who registered it ("method 'jtt' of plugin 'x' (distribution robust-x 1.0)"),
+    for the error when the import fails: the user has to know which package to reinstall or report."""
     if not isinstance(ref, str):
         return ref
     module_name, _, attr = ref.partition(":")
@@ -54,12 +57,41 @@ def resolve_reference(ref: str | Any) -> Any:
         obj: Any = importlib.import_module(module_name)
         for part in attr.split(".") if attr else []:
             obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
+    except (Exception, SystemExit) as exc:  # any import-time failure of the plugin's module, sys.exit included
+        what = f"SystemExit({exc.code!r})" if isinstance(exc, SystemExit) else type(exc).__name__
+        by = f", registered as {owner}," if owner else ""
         raise PluginError(
-            f"Could not import {ref!r} ({type(exc).__name__}: {exc}). The plugin that registered it "
-            "is installed but broken: reinstall it, or run `robust list` to see which plugins load."
-        ) from exc
+            f"Could not import the lazy reference {ref!r}{by} ({what}: {exc}). The plugin that registered it is "
+            "installed but broken: reinstall or upgrade that distribution, or report the problem to its authors; "
+            "`robust list plugins` shows which plugins load."
+        ) from (exc if isinstance(exc, Exception) else None)
     return obj
+
+
+class UnknownFromBrokenPlugin(UnknownNameError):
+    """An unknown name while some plugins failed to load: it may be theirs, so say that, not "pip install"."""
+
+    def __init__(self, kind: str, name: str, suggestions: list[str], known: list[str], broken: list[Any]) -> None:
+        super().__init__(kind, name, suggestions, known)
+        likely = [r for r in broken if _mentions(r, name)] or broken
+        listed = "; ".join(
+            f"{r.name!r}{f' ({r.distribution})' if r.distribution else ''}: {(r.error or '').splitlines()[0][:200]}"
+            for r in likely[:3]
+        )
+        hint = f" Did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        RobustError.__init__(
+            self,
+            f"Unknown {kind} {name!r}.{hint} {len(broken)} installed plugin{'s' if len(broken) > 1 else ''} failed "
+            f"to load and may provide it ({listed}). Fix or reinstall {'that plugin' if len(likely) == 1 else 'them'} "
+            "(`robust list plugins` shows the error); installing it again from scratch is not what is missing.",
+        )
+
+
+def _mentions(record: Any, name: str) -> bool:
+    from robust.plugins import canonical
+
+    key = canonical(name)
+    return any(key in canonical(text or "") for text in (record.name, record.distribution))
 
 
 @dataclass(frozen=True)
@@ -77,13 +109,22 @@ class Entry:
 
     def load(self) -> Any:
         """The registered object (class or factory), imported on demand."""
-        return resolve_reference(self.target)
+        return resolve_reference(self.target, self.owner)
 
     def load_config(self) -> type | None:
         """The pydantic config model: the registered one, else the target's ``Config``."""
         if self.config is not None:
-            return resolve_reference(self.config)
+            return resolve_reference(self.config, f"the config of {self.owner}")
         return getattr(self.load(), "Config", None)
+
+    @property
+    def owner(self) -> str:
+        """Who registered this entry, for errors: kind, name, plugin and its distribution."""
+        from robust.plugins import _records
+
+        record = _records.get(self.plugin)
+        dist = f" (distribution {record.distribution} {record.version or ''})" if record and record.distribution else ""
+        return f"{self.kind} {self.name!r} of plugin {self.plugin!r}{dist.replace(' )', ')')}"
 
     @property
     def target_name(self) -> str:
@@ -154,6 +195,11 @@ class Registry:
     def get(self, kind: str, name: str) -> Entry:
         entry = self.find(kind, name)
         if entry is None:
+            from robust.plugins import unloaded_plugins
+
+            broken = unloaded_plugins()
+            if broken:
+                raise UnknownFromBrokenPlugin(kind, name, self.suggest(kind, name), self.names(kind), broken)
             raise UnknownNameError(kind, name, self.suggest(kind, name), self.names(kind))
         return entry
 

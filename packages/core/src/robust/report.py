@@ -55,12 +55,7 @@ def find_summaries(paths: list[str | Path]) -> list[tuple[Path, dict[str, Any]]]
             )
         candidates = [root / SUMMARY] if (root / SUMMARY).is_file() else sorted(root.rglob(SUMMARY))
         for path in candidates:
-            try:
-                found.append((path.parent, json.loads(path.read_text(encoding="utf-8"))))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise RunDirError(
-                    f"Cannot read {str(path)!r} ({exc}); it is not a summary written by robust. Remove it or the run directory."
-                ) from None
+            found.append((path.parent, check_summary(path, _read_json(path, "a run's final metrics"))))
     if not found:
         raise RunDirError(
             f"No finished runs under {', '.join(map(str, paths))}: a finished run directory holds {SUMMARY}. "
@@ -102,11 +97,65 @@ class Row:
 IGNORED = {"seed", "versions", "plugins", "data_root", "device"}
 
 
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from a run directory; RunDirError naming the file when it is unreadable or not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or not UTF-8
+        text = str(exc).strip()
+        raise RunDirError(
+            f"Cannot read {str(path)!r} ({text.splitlines()[0] if text else type(exc).__name__}); it should hold "
+            f"{what}, written by robust. Restore it from a backup, or move the run directory out of the folders "
+            "you report on."
+        ) from None
+    if not isinstance(data, dict):
+        raise RunDirError(
+            f"{str(path)!r} holds a JSON {type(data).__name__}, not an object with {what}. Restore it from a backup, "
+            "or move the run directory out of the folders you report on."
+        )
+    return data
+
+
+def _damaged(path: Path, key: str, problem: str) -> RunDirError:
+    return RunDirError(
+        f"{str(path)!r} is damaged: {key} {problem}. Restore it from a backup, or move the run directory out of the "
+        "folders you report on."
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_summary(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` when it has what a report reads (names, selection rules with numeric metrics, protocol)."""
+    for key in ("method", "dataset"):
+        if not isinstance(summary.get(key), str):
+            raise _damaged(path, repr(key), "is missing or not a string")
+    for key, kind, noun in (("model", str, "a string"), ("default_selection", str, "a string"),
+                            ("protocol", dict, "an object"), ("selection", dict, "an object")):  # fmt: skip
+        if key in summary and not isinstance(summary[key], kind):
+            raise _damaged(path, repr(key), f"is not {noun} (got {type(summary[key]).__name__})")
+    if "seed" in summary and not (isinstance(summary["seed"], int) and not isinstance(summary["seed"], bool)):
+        raise _damaged(path, "'seed'", f"is not an integer (got {summary['seed']!r})")
+    for rule, record in summary.get("selection", {}).items():
+        metrics = record.get("metrics") if isinstance(record, dict) else None
+        if not isinstance(metrics, dict):
+            raise _damaged(path, f"selection.{rule}", "has no object 'metrics'")
+        bad = next((m for m, v in metrics.items() if not _is_number(v)), None)
+        if bad is not None:
+            raise _damaged(path, f"selection.{rule}.metrics.{bad}", f"is not a number (got {metrics[bad]!r})")
+    return summary
+
+
 def _read_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.json"
     if not path.is_file():
         return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+    config = _read_json(path, "the run's resolved config")
+    if config.get("dataset") is not None and not isinstance(config["dataset"], dict):
+        raise _damaged(path, "'dataset'", f"is not an object (got {type(config['dataset']).__name__})")
+    return config
 
 
 def _flat_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from robust.config import (
     route_set_key,
     validate_section,
 )
-from robust.errors import ConfigError, UnknownNameError
+from robust.errors import ConfigError, RobustError
 from robust.plugins import pm
 from robust.registry import Entry, Registry, get_registry
 
@@ -49,7 +49,7 @@ def resolve_dataset_name(registry: Registry, name: str) -> tuple[Entry, dict[str
     if answer is not None:
         resolved_name, options = answer
         return registry.get("dataset", resolved_name), dict(options)
-    raise UnknownNameError("dataset", name, registry.suggest("dataset", name), registry.names("dataset"))
+    return registry.get("dataset", name), {}  # raises UnknownNameError (naming plugins that failed to load)
 
 
 def resolve_run_config(
@@ -63,7 +63,33 @@ def resolve_run_config(
     base: dict[str, Any] | None = None,
 ) -> Resolved:
     """Build the run's config. ``flags`` are CLI options (seed, device, epochs, steps, data_root);
-    ``base`` is a stored config (``--resume``) that the user's options override."""
+    ``base`` is a stored config (``--resume``) that the user's options override. A mistake is a
+    ConfigError that names the config file when one was given."""
+    try:
+        return _resolve(method, dataset, model, config_file, sets, flags, base)
+    except RobustError as exc:  # ConfigError, UnknownNameError (a name in the file)...: same class, file named
+        if config_file is not None and str(config_file) not in str(exc):
+            exc.args = (f"{exc} (The options came from the defaults, the preset, the config file "
+                        f"{str(config_file)!r}, --set and the flags.)",)  # fmt: skip
+        raise
+
+
+def _name(value: Any, what: str) -> str:
+    """A name given in a config (dataset, model, preset): a non-empty string, else a ConfigError."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{what} must be a name (a non-empty string), got {value!r} ({type(value).__name__}).")
+    return value
+
+
+def _resolve(
+    method: str,
+    dataset: str | None,
+    model: str | None,
+    config_file: str | None,
+    sets: tuple[str, ...] | list[str],
+    flags: dict[str, Any] | None,
+    base: dict[str, Any] | None,
+) -> Resolved:
     registry = get_registry()
     method_entry = registry.get("method", method)
     method_cls = method_entry.load()
@@ -89,14 +115,17 @@ def resolve_run_config(
             flag_tree[key] = value
 
     dataset_name = dataset or user.get("dataset", {}).get("name")
-    if not dataset_name:
+    if dataset_name is None:
         raise ConfigError(
             "No dataset given. Pass --dataset NAME (see `robust list datasets`) or set [dataset] name in the config file."
         )
+    dataset_name = _name(dataset_name, "dataset.name")
     dataset_entry, pattern_options = resolve_dataset_name(registry, dataset_name)
 
     presets = getattr(method_cls, "presets", {})
     preset_name = flag_tree.get("preset") or user.get("preset")
+    if preset_name is not None:
+        preset_name = _name(preset_name, "preset")
     auto = preset_name is None
     if auto:
         given = {**pattern_options, **user.get("dataset", {})}
@@ -121,8 +150,9 @@ def resolve_run_config(
     tree = deep_merge(deep_merge(deep_merge({"dataset": pattern_options}, preset), user), flag_tree)
     tree["preset"] = preset_name
 
-    model_name = (
-        model or tree.get("model", {}).get("name") or dataset_entry.metadata.get("default_model") or DEFAULT_MODEL
+    model_name = _name(
+        model or tree.get("model", {}).get("name") or dataset_entry.metadata.get("default_model") or DEFAULT_MODEL,
+        "model.name",
     )
     model_entry = registry.get("model", model_name)
 

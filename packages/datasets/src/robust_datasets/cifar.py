@@ -5,8 +5,9 @@ Layout (the "python version" from www.cs.toronto.edu/~kriz/cifar.html, as extrac
     cifar-10-batches-py/data_batch_1 ... data_batch_5, test_batch, batches.meta
     cifar-100-python/train, test, meta
 
-Each file is a pickled dict, read with ``pickle.load(f, encoding="latin1")`` (byte-string keys
-are accepted too): ``data`` uint8 ``(N, 3072)`` = 1024 R, 1024 G, 1024 B values of a row-major
+Each file is a pickled dict, read with a restricted unpickler (:mod:`robust_datasets.safe_pickle`:
+only dicts, lists, str, bytes, numbers and numpy arrays; latin-1 strings; byte-string keys are
+accepted too): ``data`` uint8 ``(N, 3072)`` = 1024 R, 1024 G, 1024 B values of a row-major
 32×32 image, so ``reshape(N, 3, 32, 32)`` is already our ``(N, C, H, W)``; ``labels``
 (CIFAR-10) or ``fine_labels`` and ``coarse_labels`` (CIFAR-100); class names in
 ``batches.meta["label_names"]`` / ``meta["fine_label_names"]``. We parse the pickles ourselves:
@@ -46,7 +47,6 @@ with pad-and-crop plus flip. This module imports torch only in the loaders.
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -59,6 +59,7 @@ from robust.config import DatasetConfig
 from robust.errors import ConfigError, DataError
 from robust_datasets.missing import missing_dataset
 from robust_datasets.plugin import CIFAR_SOURCE
+from robust_datasets.safe_pickle import load_pickle
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from robust.data import ArraySplit, DatasetBundle
@@ -175,15 +176,11 @@ class CIFARArrays:
 
 
 def unpickle(path: Path) -> dict[str, Any]:
-    """A CIFAR pickle as a dict with str keys; a DataError naming the file when it is not one."""
-    try:
-        with path.open("rb") as f:
-            content = pickle.load(f, encoding="latin1")
-    except Exception as exc:  # a corrupt pickle raises any of a dozen exception types
-        raise DataError(
-            f"Cannot read the CIFAR file {str(path)!r}: it is not a valid pickle ({type(exc).__name__}: {exc}). "
-            "Download and extract the python version again."
-        ) from None
+    """A CIFAR pickle as a dict with str keys; a DataError naming the file when it is not one.
+
+    Read with :func:`robust_datasets.safe_pickle.load_pickle`: a data file must not run code.
+    """
+    content = load_pickle(path, "CIFAR file", "Download and extract the python version again.")
     if not isinstance(content, dict):
         raise DataError(
             f"{str(path)!r} holds a pickled {type(content).__name__}, not the dict a CIFAR file holds. "

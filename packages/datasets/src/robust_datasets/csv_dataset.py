@@ -51,6 +51,7 @@ from pydantic import Field, field_validator
 
 from robust.config import DatasetConfig
 from robust.errors import DataError
+from robust.paths import expand_user
 from robust_datasets.csvfiles import read_csv
 from robust_datasets.h5cache import cached_dataset
 from robust_datasets.imagefiles import FractionCrop, ImageFileSplit, in_memory
@@ -152,7 +153,7 @@ class CSVDatasetConfig(DatasetConfig):
             raise ValueError(
                 "the metadata CSV is needed: pass --dataset csv:PATH/metadata.csv or --set dataset.metadata=PATH"
             )
-        path = Path(str(value).strip()).expanduser()
+        path = expand_user(str(value).strip())
         if path.is_dir():
             path = path / DEFAULT_METADATA
         return str(path.resolve())
@@ -160,7 +161,7 @@ class CSVDatasetConfig(DatasetConfig):
     @field_validator("image_root")
     @classmethod
     def _image_root(cls, value: str | None) -> str | None:
-        return str(Path(value).expanduser().resolve()) if value else None
+        return str(expand_user(value).resolve()) if value else None
 
     @field_validator("split_values")
     @classmethod

@@ -64,6 +64,7 @@ from torch import Tensor
 from robust.atomic import atomic_write
 from robust.data import ArraySplit, DatasetBundle, DatasetInfo, Split, StreamSplit
 from robust.errors import DataError
+from robust.paths import expand_user
 from robust_datasets.imagefiles import mask_bbox
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def data_options(config: Any) -> dict[str, Any]:
         raise TypeError(f"a dataset config must be a pydantic model, a mapping or None, not {type(config).__name__}")
     options = {k: v for k, v in options.items() if k not in NOT_DATA}
     if options.get("root"):
-        options["root"] = str(Path(options["root"]).expanduser().resolve())
+        options["root"] = str(expand_user(options["root"]).resolve())
     return options
 
 

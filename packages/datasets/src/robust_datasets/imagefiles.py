@@ -2,11 +2,20 @@
 
 Small splits are decoded once into an :class:`ArraySplit` (then batched on the device); large ones
 stay an :class:`ImageFileSplit` that DataLoader workers decode batch by batch. A corrupt or
-unreadable file is a ``DataError`` naming the file, never a PIL traceback.
+unreadable file is a ``DataError`` naming the file, never a PIL traceback, nor (from a DataLoader
+worker) torch's copy of the worker's traceback (:class:`ImageFileError`).
+
+Images of more than 8 bits are scaled by their real range instead of clipped (PIL's
+``convert("RGB")`` clips a 16-bit or float image to 0..255, leaving it near-constant): 16-bit
+integers are divided by 257, floats in [0, 1] multiplied by 255; floats outside [0, 1] (no known
+range), NaN, or 32-bit integers above 65535 are refused. Images over PIL's decompression-bomb
+limit (``PIL.Image.MAX_IMAGE_PIXELS`` pixels) are refused before they are decoded.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +28,21 @@ from torch import Tensor
 
 from robust.data import ArraySplit, StreamSplit
 from robust.errors import DataError
+
+# We refuse such images ourselves, with the file's name (see decode_image); PIL's warning would only
+# repeat it without the name, once per worker.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+class ImageFileError(DataError):
+    """A bad image file. Raised in a DataLoader worker, torch re-raises the class in the main process
+    with the worker's whole traceback as its message; this keeps the one paragraph it had."""
+
+    def __init__(self, message: str) -> None:
+        if "Original Traceback" in message:  # torch's ExceptionWrapper.reraise: the last line is ours
+            last = message.strip().splitlines()[-1]
+            message = last.split(": ", 1)[1] if last.startswith(f"{__name__}.") and ": " in last else last
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -67,19 +91,58 @@ class FractionCrop(Resize):
 
 
 def decode_image(path: Path, resize: Resize, mode: str = "RGB") -> np.ndarray:
-    """``path`` as uint8 ``(H, W, C)`` after ``resize``."""
+    """``path`` as uint8 ``(H, W, C)`` after ``resize``; an :class:`ImageFileError` naming the file when it
+    is missing, corrupt, a decompression bomb or of a depth with no known range."""
     try:
         with Image.open(path) as image:
-            array = np.array(resize(image.convert(mode)), dtype=np.uint8)  # writable: torch.from_numpy needs it
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and image.width * image.height > limit:
+                raise Image.DecompressionBombError(f"{image.width}x{image.height} ({image.width * image.height} pixels)")
+            array = np.array(resize(to_8_bits(image, path).convert(mode)), dtype=np.uint8)  # writable for torch
     except FileNotFoundError:
-        raise DataError(
+        raise ImageFileError(
             f"Image file {str(path)!r} is missing. Re-extract the dataset, or run `robust data verify` to list every missing file."
         ) from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(
+    except Image.DecompressionBombError as exc:  # ours, or PIL's own (past twice the limit): "(N pixels)"
+        size = re.search(r"(\d+x\d+ )?\(\d+ pixels\)", str(exc))
+        raise ImageFileError(
+            f"Image file {str(path)!r} is refused as a possible decompression bomb: {size[0] if size else exc} is "
+            f"over PIL's limit of {Image.MAX_IMAGE_PIXELS} (PIL.Image.MAX_IMAGE_PIXELS). Replace the file, or raise "
+            "that limit in a plugin if such images are genuine."
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:  # SyntaxError: some PIL parsers
+        raise ImageFileError(
             f"Image file {str(path)!r} is corrupt or not an image ({exc}). Replace it from the original archive; `robust data verify` lists every bad file."
         ) from None
     return array[:, :, None] if array.ndim == 2 else array
+
+
+def to_8_bits(image: Image.Image, path: Path) -> Image.Image:
+    """A 16-bit, 32-bit integer or float single-channel image scaled to 8 bits by its real range (others as
+    they are): PIL would clip it to 0..255. Refused (ImageFileError) when the range is unknown."""
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    finite = bool(np.isfinite(values).all())
+    low, high = (float(values.min()), float(values.max())) if values.size and finite else (0.0, 0.0)
+    if image.mode == "F":
+        if not finite or low < 0 or high > 1:
+            raise ImageFileError(
+                f"Image file {str(path)!r} holds floating-point pixels in [{low:g}, {high:g}]"
+                f"{'' if finite else ' (with NaN or infinity)'}; only floats in [0, 1] have a known scale to 8 bits. "
+                "Save it as an 8- or 16-bit image, or scale its pixels to [0, 1]."
+            )
+        scaled = values * 255.0
+    elif image.mode.startswith("I;16") or high > 255:
+        if low < 0 or high > 65535:
+            raise ImageFileError(
+                f"Image file {str(path)!r} holds 32-bit integer pixels in [{low:g}, {high:g}], outside 0..65535; "
+                "its scale to 8 bits is unknown. Save it as an 8- or 16-bit image."
+            )
+        scaled = values / 257.0  # 65535 -> 255, as 8-bit = 16-bit >> 8 with rounding
+    else:
+        scaled = values  # a 32-bit integer image whose values fit in 8 bits
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))  # 2-D uint8: mode L
 
 
 def decode_mask(path: Path, resize: Resize) -> np.ndarray:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import io
 import json
-import pickle
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -47,6 +46,7 @@ from robust.errors import DataError
 from robust_datasets.lff_release import CIFAR10_CLASSES, METADATA_FILE, PCTS, pct_folder
 from robust_datasets.mnist import read_mnist
 from robust_datasets.plugin import CIFAR_SOURCE
+from robust_datasets.safe_pickle import load_pickle
 from robust_datasets.synthetic_cmnist import COLOR_NAMES, COLORS
 
 GENERATOR_VERSION = 1
@@ -211,11 +211,8 @@ def corrupt(images: np.ndarray, name: str, level: int, rng: np.random.Generator)
 
 
 def _unpickle(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            batch = pickle.load(f, encoding="latin1")
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise DataError(f"Cannot read the CIFAR batch {str(path)!r} ({exc}); download it again.") from None
+    # restricted: a crafted batch must not run code (robust_datasets.safe_pickle)
+    batch = load_pickle(path, "CIFAR batch", "Download it again.")
     if not isinstance(batch, dict):
         raise DataError(f"{str(path)!r} is not a CIFAR batch (a pickled dict); download it again.")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
