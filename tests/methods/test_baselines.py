@@ -20,6 +20,7 @@ from robust.engine import Run
 from robust.errors import ConfigError
 from robust.resolve import resolve_run_config
 from robust.results import read_history
+from robust_baselines.chi2_dro import bisect, chi2_loss, chi2_weights
 from robust_baselines.cvar_dro import cvar_loss, cvar_weights
 from robust_baselines.dfr_protocol import balanced_subset, fit_last_layer, tune_c
 from robust_baselines.jtt import upsampled_indices
@@ -137,6 +138,42 @@ def test_jtt_rerun_retrain_sweeps_lambda_up_on_the_same_error_set(tmp_path):
     assert history["phase"].tolist().count("identify") == 1
 
 
+def test_jtt_released_convention_adds_lambda_up_copies_in_a_run(tmp_path):
+    """upweight_convention=released: run_expt.py's --up_weight U appends U copies, so E is seen U + 1 times."""
+    run = make_run(tmp_path / "run", "jtt", ["identification_epochs=1", "lambda_up=3", "upweight_convention=released"])
+    seen = spy_steps(run.method, "retrain_step")
+    run.fit()
+    errors = set(run.method.wrong.nonzero().squeeze(1).tolist())
+    assert 0 < len(errors) < 96
+    counts = Counter(torch.cat([i for i, _, _ in seen]).tolist())  # two retraining epochs
+    assert {i: counts[i] for i in range(96)} == {i: 2 * (4 if i in errors else 1) for i in range(96)}
+
+
+def test_jtt_refuses_an_empty_error_set(tmp_path):
+    """No misclassified sample: the retraining would be plain ERM, so the run stops (anniesch/jtt#6)."""
+    run = make_run(tmp_path / "run", "jtt", ["identification_epochs=1", "error_set_from=training_pass"], epochs=1)
+    run.method.update = lambda batch, step: {}  # no identification step records a mistake
+    with pytest.raises(ConfigError, match="error set is empty"):
+        run.fit()
+
+
+@pytest.mark.parametrize(
+    ("dataset", "wd", "epochs", "t", "lambda_up"), [("waterbirds", 1.0, 300, 60, 100), ("celeba", 0.1, 50, 1, 50)]
+)
+def test_jtt_presets_run_the_released_commands(dataset, wd, epochs, t, lambda_up):
+    """The README's sample commands (generate_downstream.py: batch 64, no --augment_data; SGD momentum 0.9)."""
+    config = resolve_run_config("jtt", dataset=dataset).config
+    method = config.method
+    assert (method["optimizer"], method["lr"], method["momentum"], method["weight_decay"]) == ("sgd", 1e-5, 0.9, wd)
+    assert (method["identification_epochs"], method["lambda_up"], method["upweight_convention"]) == (
+        t,
+        lambda_up,
+        "paper",
+    )
+    assert (config.train.epochs, config.train.batch_size, config.train.augment) == (epochs, 64, "none")
+    assert config.model["name"] == "resnet50" and config.model["weights"] == "IMAGENET1K_V1"
+
+
 def test_jtt_retrains_a_fresh_model(tmp_path):
     run = make_run(tmp_path / "run", "jtt", ["identification_epochs=1"], epochs=1)
     run.method.retrain_step = lambda batch, step: {}  # no retraining steps: the fresh model stays as built
@@ -165,6 +202,13 @@ def test_subsampling_equals_balancing_groups(what):
     assert ours.tolist() == rebalance_reference.subsample(y.tolist(), a.tolist(), perm.tolist(), what)
     counts = torch.bincount(keys[ours])
     assert (counts == torch.bincount(keys).min()).all()
+
+
+def test_subsampling_takes_the_smallest_present_group():
+    """A group absent from training (key 1 here) does not cut every group to 0 (BalancingGroups would)."""
+    keys = torch.tensor([0] * 9 + [2] * 4 + [3] * 6)
+    kept = subsample(keys, torch.randperm(19, generator=torch.Generator().manual_seed(0)))
+    assert torch.bincount(keys[kept], minlength=4).tolist() == [4, 0, 4, 4]
 
 
 @pytest.mark.parametrize("what", ["groups", "classes"])
@@ -235,6 +279,7 @@ def test_cvar_dro_steps_equal_the_reference(tmp_path):
     update = method.update
 
     def spy(batch, step):
+        assert batch.group is None and batch.bias is None  # no group labels
         batches.append((batch.x.clone(), batch.y.clone()))
         logs = update(batch, step)
         batches[-1] += (copy.deepcopy(method.model.state_dict()),)
@@ -253,6 +298,95 @@ def test_cvar_dro_steps_equal_the_reference(tmp_path):
     assert len(batches) == 6
 
 
+# -- χ²-DRO -------------------------------------------------------------------------------------
+
+
+def chi2_cases():
+    gen = torch.Generator().manual_seed(0)
+    for m, rho in [(13, 1.0), (64, 0.5), (64, 1.0), (40, 4.0), (200, 0.05), (5, 2.0), (3, 1.0)]:
+        # float32 where m <= 1 + 2 rho: the released shortcut casts its weights to float32.
+        dtype = torch.float32 if m <= 1 + 2 * rho else torch.float64
+        yield m, rho, torch.rand(m, generator=gen, dtype=dtype) * 3
+    yield 16, 1.0, torch.full((16,), 0.7, dtype=torch.float64) + 1e-7 * torch.arange(16)  # nearly equal
+    yield 9, 1.0, torch.tensor([0.0, 0.5, 2.0, 2.0, 0.1, 0.3, 1.0, 0.2, 0.0], dtype=torch.float64)
+
+
+@pytest.mark.parametrize(("m", "rho", "v"), list(chi2_cases()))
+def test_chi2_loss_and_gradient_equal_levy_et_al(m, rho, v):
+    v = v.clone().requires_grad_()
+    ours = chi2_loss(v, rho)
+    (g_ours,) = torch.autograd.grad(ours, v)
+    theirs = dro_reference.chi_square_loss(v, rho)
+    (g_theirs,) = torch.autograd.grad(theirs, v)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    torch.testing.assert_close(g_ours, g_theirs, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0.0, 1.0), (10.0, 10.5), (-3.0, 7.0), (4.9, 4.95)])
+def test_bisection_widens_and_halves_as_the_released_one(lo, hi):
+    def f(eta):
+        return torch.tanh(eta - 5.0) * 2
+
+    ours = bisect(torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64), f, 1e-9, 1000)
+    theirs = dro_reference.bisection(
+        torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64), f, 1e-9
+    )
+    assert float(ours) == float(theirs) and abs(float(ours) - 5.0) < 1e-9
+    with pytest.warns(UserWarning, match="did not converge"):  # tol 0: max_iter halvings, then the midpoint
+        capped = bisect(torch.tensor(0.0), torch.tensor(1.1), f, 0.0, 3)
+    assert float(capped) == float(dro_reference.bisection(torch.tensor(0.0), torch.tensor(1.1), f, 0.0, 3))
+    with pytest.raises(RuntimeError, match="no sign change"):
+        bisect(torch.tensor(0.0), torch.tensor(1.0), lambda eta: eta * 0 - 1, 1e-4, 10)
+
+
+def test_chi2_weights_are_the_worst_case_in_the_ball():
+    v = torch.rand(64, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
+    for rho in (0.1, 0.5, 2.0):
+        p = chi2_weights(v, rho)
+        assert abs(float(p.sum()) - 1) < 1e-12 and bool((p >= 0).all())
+        # On the boundary of the ball (the released tolerance 1e-4 on the constraint) ...
+        assert abs(0.5 * float(torch.mean((64 * p - 1) ** 2)) - rho) <= 1e-4
+        # ... and tilted towards the largest losses: p is a nondecreasing function of the loss,
+        # the smallest loss gets less than uniform weight, the largest more.
+        order = torch.argsort(v)
+        assert bool((p[order].diff() >= 0).all()) and p[order[0]] < 1 / 64 < p[order[-1]]
+        assert float(torch.dot(p, v)) > float(v.mean())
+    # A larger ball is at least as pessimistic.
+    assert float(chi2_loss(v, 2.0)) > float(chi2_loss(v, 0.5)) > float(chi2_loss(v, 0.1)) > float(v.mean())
+    assert float(chi2_loss(v, 0.0)) == pytest.approx(float(v.mean()), abs=1e-15)
+    # A small batch (m <= 1 + 2 rho): all the mass on the largest loss; all-zero losses: uniform at once.
+    assert chi2_weights(torch.tensor([0.2, 0.9, 0.4]), 1.0).tolist() == [0.0, 1.0, 0.0]
+    assert chi2_weights(torch.zeros(8), 1.0).tolist() == [0.125] * 8
+    assert torch.isnan(dro_reference.chi_square_best_response(torch.zeros(8), 1.0)).all()  # the repair's reason
+
+
+def test_chi2_dro_steps_equal_the_reference(tmp_path):
+    run = make_run(tmp_path / "run", "chi2_dro", ["rho=0.5", "optimizer=sgd", "lr=0.05", "momentum=0.9"], epochs=1)
+    method = run.method
+    start = copy.deepcopy(method.model)
+    batches = []
+    update = method.update
+
+    def spy(batch, step):
+        batches.append((batch.x.clone(), batch.y.clone(), batch.group, batch.bias))
+        logs = update(batch, step)
+        batches[-1] += (copy.deepcopy(method.model.state_dict()),)
+        return logs
+
+    method.update = spy
+    run.fit()
+    optimizer = torch.optim.SGD(start.parameters(), lr=0.05, momentum=0.9, weight_decay=0.0)
+    for x, y, group, bias, state in batches:
+        assert group is None and bias is None  # no group labels
+        losses = torch.nn.functional.cross_entropy(start(x), y, reduction="none")
+        optimizer.zero_grad()
+        dro_reference.chi_square_loss(losses, 0.5).backward()
+        optimizer.step()
+        for key, value in start.state_dict().items():
+            torch.testing.assert_close(state[key], value, rtol=1e-5, atol=1e-6)
+    assert len(batches) == 6
+
+
 # -- DFR ----------------------------------------------------------------------------------------
 
 
@@ -264,6 +398,7 @@ def features(seed: int, n: int = 120, dim: int = 6) -> tuple[np.ndarray, np.ndar
     return x, y, 2 * y + a
 
 
+@pytest.mark.filterwarnings("ignore:.*penalty.*")  # scikit-learn >= 1.8 deprecates penalty="l1" (the port keeps it)
 def test_dfr_protocol_equals_the_released_script():
     x_val, y_val, g_val = features(0)
     x_train = features(1, 200)[0]
@@ -284,6 +419,28 @@ def test_dfr_balanced_subset_cuts_every_group_to_the_smallest():
     groups = np.array([0] * 10 + [1] * 3 + [2] * 7 + [3] * 5)
     keep = balanced_subset(groups, np.random.RandomState(0))
     assert np.bincount(groups[keep]).tolist() == [3, 3, 3, 3] and len(set(keep.tolist())) == 12
+
+
+@pytest.mark.parametrize(
+    ("dataset", "wd", "batch_size", "epochs", "grid"),
+    [
+        ("waterbirds", 1e-3, 32, 100, [1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01]),
+        ("celeba", 1e-4, 128, 50, [3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.003]),
+    ],
+)
+def test_dfr_presets_train_the_released_base_model(dataset, wd, batch_size, epochs, grid):
+    """deep_feature_reweighting's README base-model commands and dfr_evaluate_spurious.py's C grids."""
+    config = resolve_run_config("dfr", dataset=dataset).config
+    method = config.method
+    assert (method["optimizer"], method["lr"], method["momentum"], method["weight_decay"]) == ("sgd", 1e-3, 0.9, wd)
+    assert (method["c_grid"], method["num_retrains"], method["from_checkpoint"]) == (grid, 20, "last")
+    assert (config.train.epochs, config.train.batch_size, config.train.augment) == (epochs, batch_size, None)
+    assert config.model["name"] == "resnet50" and config.model["weights"] == "IMAGENET1K_V1"
+
+
+def test_dfr_refuses_a_group_missing_from_val_in_one_paragraph():
+    with pytest.raises(ConfigError, match=r"group\(s\) \[2\] have no sample"):
+        balanced_subset(np.array([0, 0, 1, 3, 3, 1]), np.random.RandomState(0))
 
 
 def test_dfr_refits_the_head_on_balanced_val_and_predicts_with_it(tmp_path):
@@ -325,7 +482,7 @@ def test_dfr_from_an_erm_run_and_without_val_groups(tmp_path):
 # -- the command line ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["jtt", "dfr", "subg", "rwg", "suby", "rwy", "cvar_dro"])
+@pytest.mark.parametrize("method", ["jtt", "dfr", "subg", "rwg", "suby", "rwy", "cvar_dro", "chi2_dro"])
 def test_each_baseline_runs_through_robust_run(tmp_path, method):
     extra = {"jtt": ["--set", "identification_epochs=1"], "dfr": ["--set", "num_retrains=2"]}.get(method, [])
     args = ["run", method, "--dataset", "tiny", "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "r")]

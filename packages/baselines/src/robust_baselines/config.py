@@ -81,3 +81,14 @@ class CVaRDROConfig(ERMConfig):
         description="α: the fraction of each batch's largest losses averaged (SubpopBench's joint_dro_alpha, 0.1; "
         "1 is ERM).",
     )
+
+
+class Chi2DROConfig(ERMConfig):
+    rho: float = Field(
+        1.0,
+        ge=0,
+        description="ρ: the radius of the χ² ball, ½·mean((m·p − 1)²) ≤ ρ (fast-dro's `size`; its chi-square "
+        "runs use 1.0; 0 is ERM).",
+    )
+    bisection_tol: float = Field(1e-4, gt=0, description="Tolerance on the χ² constraint (fast-dro's tol, 1e-4).")
+    bisection_max_iter: int = Field(1000, ge=1, description="Most bisection halvings for η (fast-dro's, 1000).")

@@ -23,12 +23,22 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from robust.errors import ConfigError
+
 
 def balanced_subset(groups: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
     """Indices of ``groups`` with every group cut to the smallest one's size, each group's samples
     shuffled first (one shuffle per group, in group order). Group-major order, as the reference."""
     by_group = [np.where(groups == g)[0] for g in range(int(np.max(groups)) + 1)]
     smallest = min(len(g) for g in by_group)
+    if smallest == 0:  # the reference would fit on nothing and fail inside scikit-learn
+        empty = [g for g, members in enumerate(by_group) if len(members) == 0]
+        raise ConfigError(
+            f"DFR balances its validation features by group, and group(s) {empty} have no sample in the part of "
+            f"val being balanced ({len(groups)} samples: the whole split, or the random half that C is fitted "
+            "on). A group-balanced set would be empty. Use a validation split with several samples of every "
+            "group (DFR needs --val-attr yes on a dataset whose val has all groups)."
+        )
     for g in by_group:
         rng.shuffle(g)
     return np.concatenate([g[:smallest] for g in by_group])

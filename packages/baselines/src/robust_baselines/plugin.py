@@ -62,6 +62,15 @@ def register_methods(register: Any) -> None:
         aliases=("cvar-dro",),
         paper=CVAR_PAPER,
     )
+    register(
+        "chi2_dro",
+        "robust_baselines.chi2_dro:Chi2DRO",
+        config="robust_baselines.config:Chi2DROConfig",
+        description="χ²-DRO: each batch's losses reweighted by the worst p in the χ² ball of radius rho around "
+        "uniform (Levy et al.'s batch estimator, fast-dro's RobustLoss(rho, 0, 'chi-square')). No group labels.",
+        aliases=("chi2-dro",),
+        paper=CVAR_PAPER,
+    )
 
 
 @hookimpl
