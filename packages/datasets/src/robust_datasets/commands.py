@@ -194,12 +194,17 @@ def dataset_config(entry: Any, options: dict[str, Any], *, in_memory: str | None
 
 def check_files(entry: Any, options: dict[str, Any], root: Path) -> None:
     """The registration's folder and files exist (before importing the dataset's module)."""
+    from robust.errors import ConfigError
+    from robust.paths import expand_user
     from robust_datasets.missing import missing_dataset, require
 
     folder = entry.metadata.get("folder")
     if folder is None:
         return
-    base = Path(options["root"]).expanduser() if options.get("root") else root / folder
+    try:
+        base = expand_user(options["root"]) if options.get("root") else root / folder
+    except ValueError as exc:
+        raise ConfigError(f"dataset.root: {exc}. Give an existing folder.") from None
     files = list(entry.metadata.get("files", []))
     source = entry.metadata.get("source", "the dataset's authors")
     if not base.is_dir():
