@@ -16,8 +16,8 @@ from robust_datasets import plugin
 from robust_datasets import synthetic_cmnist as cmnist
 from robust_datasets import synthetic_waterbirds as waterbirds
 
-SMALL_CMNIST = {"n_train": 200, "n_val": 100, "n_test": 100}
-SMALL_WATERBIRDS = {"scale": 0.05}
+SMALL_CMNIST = {"n_train": 200, "n_val": 100, "n_test": 100, "version": 1}
+SMALL_WATERBIRDS = {"scale": 0.05, "version": 1}
 
 
 def split_tensors(bundle) -> dict[str, torch.Tensor]:
@@ -90,7 +90,7 @@ def test_cmnist_bias_is_the_colour(cm):
 
 
 def test_cmnist_val_and_test_colours_are_uniform_and_independent(tmp_path):
-    bundle = cmnist.load(cmnist.SyntheticCMNISTConfig(n_train=10, n_val=2000, n_test=2000), tmp_path)
+    bundle = cmnist.load(cmnist.SyntheticCMNISTConfig(n_train=10, n_val=2000, n_test=2000, version=1), tmp_path)
     for name in ("val", "test"):
         split = bundle.splits[name]
         counts = torch.bincount(split.bias, minlength=10)
@@ -116,7 +116,15 @@ def test_cmnist_colour_noise(tmp_path):
 
 @pytest.mark.parametrize(
     "options",
-    [{"conflict_pct": 150}, {"conflict_pct": -1}, {"conflict_pct": 100}, {"n_train": 0}, {"seed": -1}, {"colour": 1}],
+    [
+        {"conflict_pct": 150},
+        {"conflict_pct": -1},
+        {"conflict_pct": 100},
+        {"n_train": 0},
+        {"seed": -1},
+        {"colour": 1},
+        {"version": 3},
+    ],
 )
 def test_cmnist_bad_options(tmp_path, options):
     with pytest.raises(ValidationError):
@@ -188,7 +196,7 @@ def test_unwritable_data_root_is_a_data_error(tmp_path):
 
 def test_waterbirds_group_counts(wb):
     counts = {name: torch.bincount(split.groups, minlength=4).tolist() for name, split in wb.splits.items()}
-    assert counts["train"] == waterbirds.group_counts("train", 0.05) == [175, 9, 3, 53]
+    assert counts["train"] == waterbirds.group_counts("train", 0.05, version=1) == [175, 9, 3, 53]
     assert wb.info.train_group_counts == counts["train"]
     for name, totals in (("val", waterbirds.VAL_CLASS_COUNTS), ("test", waterbirds.TEST_CLASS_COUNTS)):
         c = counts[name]
@@ -200,16 +208,16 @@ def test_waterbirds_group_counts(wb):
 
 @pytest.mark.parametrize("scale", [0.001, 0.05, 0.5, 1.0, 2.0])
 def test_waterbirds_counts_follow_the_real_dataset(scale):
-    train = waterbirds.group_counts("train", scale)
+    train = waterbirds.group_counts("train", scale, version=1)
     assert min(train) >= 1
     for got, real in zip(train, waterbirds.TRAIN_GROUP_COUNTS, strict=True):
         assert got == max(1, round(real * scale))
     if scale == 1.0:
         assert train == [3498, 184, 56, 1057]
-        assert waterbirds.group_counts("val", 1.0) == [467, 466, 133, 133]
-        assert waterbirds.group_counts("test", 1.0) == [2255, 2255, 642, 642]
+        assert waterbirds.group_counts("val", 1.0, version=1) == [467, 466, 133, 133]
+        assert waterbirds.group_counts("test", 1.0, version=1) == [2255, 2255, 642, 642]
     for split in ("val", "test"):
-        assert min(waterbirds.group_counts(split, scale)) >= 1
+        assert min(waterbirds.group_counts(split, scale, version=1)) >= 1
 
 
 def test_waterbirds_bias_is_the_place(wb):
@@ -253,7 +261,7 @@ def test_waterbirds_info(wb):
 
 
 def test_waterbirds_image_size_option(tmp_path):
-    bundle = waterbirds.load({"scale": 0.01, "image_size": 40}, tmp_path)
+    bundle = waterbirds.load({"scale": 0.01, "image_size": 40, "version": 1}, tmp_path)
     split = bundle.splits["test"]
     assert bundle.info.input_shape == (3, 40, 40)
     assert split.images.shape[1:] == (3, 40, 40) and split.masks.shape[1:] == (1, 40, 40)
@@ -267,10 +275,117 @@ def test_waterbirds_deterministic_in_seed(tmp_path, wb):
     assert not torch.equal(other.splits["train"].masks, wb.splits["train"].masks)
 
 
-@pytest.mark.parametrize("options", [{"scale": 0}, {"scale": -1}, {"image_size": 8}, {"place": "land"}])
+@pytest.mark.parametrize(
+    "options", [{"scale": 0}, {"scale": -1}, {"image_size": 8}, {"place": "land"}, {"version": 3}, {"version": 0}]
+)
 def test_waterbirds_bad_options(tmp_path, options):
     with pytest.raises(ValidationError):
         waterbirds.load(options, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Version 1 is kept for reproducibility; version 2 is the calibrated benchmark (DATASETS.md)
+# ---------------------------------------------------------------------------------------------
+
+# sha256 of the first 16 items of each array, computed from the generators before version 2 existed.
+V1_CHECKSUMS = {
+    ("waterbirds", "train.images"): "fb337f6dc662fc2660f35dc820bdd652862da8237dcbbc90881d1389b9e476fc",
+    ("waterbirds", "train.masks"): "7e8f82579e009f5204956c4f1140e322916794e6139aba6f259e6e3f37d6dcd9",
+    ("waterbirds", "train.labels"): "b6043da45b815a188750f9fc46adadcf39ca8f6386bbeafa6080c36abea3d30a",
+    ("waterbirds", "test.images"): "54dd60be7a9b15122bb69ba8c045a66d0c879a9ad806e06fe08d70d6f62e9827",
+    ("cmnist", "train.images"): "50e19726f83be588920fa2d589cf8a7f3d3431082db6e3670302225b5e13fa3c",
+    ("cmnist", "train.labels"): "a2b8ed2cb09fc988ee7dce95f2f3f57fb6f5fb006b029b0c2b7068285721bf54",
+    ("cmnist", "train.bias"): "902b24b1679d0e7580900a25c61f155843092928c834e654857edd4df83d1a86",
+    ("cmnist", "test.images"): "dd18882d7a6c57a2f7631c437b59530f17121878ffe3c0188126bc0be77bbd67",
+}
+
+
+def test_version_1_is_unchanged():
+    """Byte for byte what the generators gave before version 2 (the digits depend on Pillow's font)."""
+    import hashlib
+
+    arrays = {
+        "waterbirds": waterbirds.generate(waterbirds.SyntheticWaterbirdsConfig(scale=0.02, image_size=32, version=1)),
+        "cmnist": cmnist.generate(cmnist.SyntheticCMNISTConfig(n_train=200, n_val=100, n_test=100, version=1)),
+    }
+    for (dataset, key), digest in V1_CHECKSUMS.items():
+        assert hashlib.sha256(arrays[dataset][key][:16].tobytes()).hexdigest() == digest, (dataset, key)
+
+
+def test_version_defaults():
+    # The default stays the data the methods' presets were tuned on until the benchmark is calibrated.
+    assert waterbirds.SyntheticWaterbirdsConfig().version == cmnist.SyntheticCMNISTConfig().version == 1
+    assert waterbirds.SyntheticWaterbirdsConfig(version=2).image_size == 32
+    assert waterbirds.SyntheticWaterbirdsConfig().image_size == 64
+    assert waterbirds.SyntheticWaterbirdsConfig(image_size=48).image_size == 48
+    v1, v2 = cmnist.SyntheticCMNISTConfig(), cmnist.SyntheticCMNISTConfig(version=2)
+    assert (v1.n_train, v1.conflict_pct, v1.n_test) == (10000, 1.0, 2000)
+    assert (v2.n_train, v2.conflict_pct, v2.n_test) == (20000, 5.0, 10000)
+    assert cmnist.SyntheticCMNISTConfig(conflict_pct=2).conflict_pct == 2.0  # a given option wins
+
+
+def test_waterbirds_v2_every_group_has_100_training_images_and_the_designed_correlation():
+    train = waterbirds.group_counts("train", 1.0)
+    assert min(train) >= 100
+    landbird_land, landbird_water, waterbird_land, waterbird_water = train
+    # The place agrees with the class for most training birds, far more so on land: waterbirds on
+    # land are the rarest kind of scene (the worst group), as in the real Waterbirds.
+    assert landbird_land / (landbird_land + waterbird_land) > 0.95
+    assert 0.7 < waterbird_water / (waterbird_water + landbird_water) < 0.9
+    assert waterbird_land == min(train)
+    assert landbird_land + landbird_water > 2 * (waterbird_land + waterbird_water)  # landbirds are the majority
+    for split in ("val", "test"):
+        counts = waterbirds.group_counts(split, 1.0)
+        assert min(counts) >= 200
+        assert counts[0] == counts[1] and counts[2] == counts[3]  # no correlation: half of each class per place
+
+
+@pytest.fixture(scope="module")
+def wb2(tmp_path_factory):
+    return waterbirds.load({"scale": 0.1, "version": 2}, tmp_path_factory.mktemp("wb2"))
+
+
+def test_waterbirds_v2_splits(wb2):
+    assert wb2.info.input_shape == (3, 32, 32)
+    train = wb2.splits["train"]
+    counts = waterbirds.group_counts("train", 0.1)
+    assert torch.bincount(train.groups, minlength=4).tolist() == counts
+    aligned = (train.labels == train.bias).float().mean().item()
+    assert aligned == pytest.approx((counts[0] + counts[3]) / sum(counts)) and aligned > 0.9
+    for name in ("val", "test"):
+        split = wb2.splits[name]
+        assert (split.labels == split.bias).float().mean().item() == pytest.approx(0.5)
+    for split in wb2.splits.values():  # the place is what the background shows (one colour statistic: 99 %)
+        background = (split.masks == 0).float()
+        rgb = split.images.float()
+        blue_minus_green = ((rgb[:, 2] - rgb[:, 1]) * background[:, 0]).sum((1, 2)) / background.sum((1, 2, 3))
+        assert ((blue_minus_green > 0).long() == split.bias).float().mean() >= 0.99
+
+
+def test_waterbirds_v2_birds_are_larger_than_v1(wb2, wb):
+    """The core feature is learnable at 32 px: a bird covers several times more of the image than in version 1."""
+    area2 = (wb2.splits["train"].masks > 0).float().mean().item()
+    area1 = (wb.splits["train"].masks > 0).float().mean().item()
+    assert area2 > 2 * area1
+
+
+def test_waterbirds_v2_deterministic_in_seed(tmp_path, wb2):
+    assert_same(wb2, waterbirds.load({"scale": 0.1, "version": 2}, tmp_path / "again"))
+    other = waterbirds.load({"scale": 0.1, "seed": 1, "version": 2}, tmp_path / "other")
+    assert not torch.equal(other.splits["train"].images, wb2.splits["train"].images)
+
+
+def test_cmnist_v2_every_digit_has_its_conflicting_share(tmp_path):
+    config = cmnist.SyntheticCMNISTConfig(n_train=2000, n_val=10, n_test=1000, version=2)
+    arrays = cmnist.generate(config)
+    labels, bias = arrays["train.labels"], arrays["train.bias"]
+    per_digit = np.bincount(labels[labels != bias], minlength=10)
+    assert per_digit.tolist() == [10] * 10  # exactly 5 % of each digit's 200 (at the defaults: 100 of 2000)
+    colours = np.bincount(bias[labels != bias], minlength=10)
+    assert colours.min() > 0  # the other colour is drawn among the nine others
+    test_aligned = (arrays["test.labels"] == arrays["test.bias"]).mean()
+    assert 0.07 < test_aligned < 0.13  # test colour independent of the digit (0.1)
+    assert np.array_equal(cmnist.generate(config)["train.images"], arrays["train.images"])
 
 
 # ---------------------------------------------------------------------------------------------

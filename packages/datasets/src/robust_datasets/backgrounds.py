@@ -105,8 +105,10 @@ def water(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.where(rows >= horizon, lake, image)
 
 
-def add_clutter(images: np.ndarray, palette: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Paint 0 to MAX_CLUTTER ellipses (leaves, stones, flotsam) in ``palette`` colours onto each scene.
+def add_clutter(
+    images: np.ndarray, palette: np.ndarray, rng: np.random.Generator, max_clutter: int = MAX_CLUTTER
+) -> np.ndarray:
+    """Paint 0 to ``max_clutter`` ellipses (leaves, stones, flotsam) in ``palette`` colours onto each scene.
 
     With the birds' own palette this makes "the odd-coloured blob" no detector of the bird, so
     that the class must come from the silhouette. Same distribution on land and water: the
@@ -115,12 +117,12 @@ def add_clutter(images: np.ndarray, palette: np.ndarray, rng: np.random.Generato
     n, _, size, _ = images.shape
     rows = np.arange(size, dtype=np.float32)[None, None, :, None]
     cols = np.arange(size, dtype=np.float32)[None, None, None, :]
-    count = rng.integers(0, MAX_CLUTTER + 1, size=(n, 1))
-    centre = _uniform(0, size, (n, MAX_CLUTTER, 2), rng)
-    radius = _uniform(1.0, 5.0, (n, MAX_CLUTTER, 2), rng) * (size / 64)
-    angle = _uniform(0, np.pi, (n, MAX_CLUTTER), rng)
-    colors = palette[rng.integers(0, len(palette), size=(n, MAX_CLUTTER))]  # (n, K, 3)
-    for k in range(MAX_CLUTTER):
+    count = rng.integers(0, max_clutter + 1, size=(n, 1))
+    centre = _uniform(0, size, (n, max_clutter, 2), rng)
+    radius = _uniform(1.0, 5.0, (n, max_clutter, 2), rng) * (size / 64)
+    angle = _uniform(0, np.pi, (n, max_clutter), rng)
+    colors = palette[rng.integers(0, len(palette), size=(n, max_clutter))]  # (n, K, 3)
+    for k in range(max_clutter):
         cos, sin = np.cos(angle[:, k, None, None, None]), np.sin(angle[:, k, None, None, None])
         dx, dy = cols - centre[:, k, 0, None, None, None], rows - centre[:, k, 1, None, None, None]
         u = (dx * cos + dy * sin) / radius[:, k, 0, None, None, None]

@@ -46,6 +46,7 @@ _CIRCLE = {
 }
 NUM_SHAPE_DRAWS = 6  # uniforms each body plan consumes
 MIN_LENGTH, MAX_LENGTH = 0.15, 0.27  # body length, as a fraction of the image side
+NECK_RANGE = (0.55, 0.85)  # waterbird neck: height of the head above the body, in body lengths
 MAX_STRETCH = 1.3  # whole-bird aspect jitter: the overall aspect ratio alone does not tell the class
 Primitive = tuple[int, bool, np.ndarray, float]  # (part id, is a polygon (else a line), points (K, 2), line width)
 
@@ -87,11 +88,15 @@ def landbird(u: list[float]) -> list[Primitive]:
     ]
 
 
-def waterbird(u: list[float]) -> list[Primitive]:
-    """Parts of a long-necked water bird, in the same frame and with the same ``u`` as :func:`landbird`."""
+def waterbird(u: list[float], neck_range: tuple[float, float] = NECK_RANGE) -> list[Primitive]:
+    """Parts of a long-necked water bird, in the same frame and with the same ``u`` as :func:`landbird`.
+
+    ``neck_range``: the head's height above the body, in body lengths; a lower minimum adds
+    duck-like birds that look more like a landbird.
+    """
     rx = 0.62 * _between(0.9, 1.1, u[0])
     ry = 0.2 * _between(0.85, 1.15, u[1])
-    neck = _between(0.55, 0.85, u[2])  # height of the head above the body
+    neck = _between(*neck_range, u[2])  # height of the head above the body
     bend = _between(-0.08, 0.12, u[3])
     bill_length = _between(0.28, 0.45, u[4])
     tilt = -_between(0, 10, u[5])
@@ -115,16 +120,23 @@ def waterbird(u: list[float]) -> list[Primitive]:
     ]
 
 
-def draw_part_maps(labels: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+def draw_part_maps(
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    size: int,
+    min_length: float = MIN_LENGTH,
+    max_length: float = MAX_LENGTH,
+    neck_range: tuple[float, float] = NECK_RANGE,
+) -> np.ndarray:
     """One part map per label (0 landbird, 1 waterbird): uint8 ``(N, size, size)``.
 
     Every bird lies wholly inside the image, at a random position, facing left or right, tilted
-    by up to 15 degrees, stretched by up to MAX_STRETCH, its body length between MIN_LENGTH and
-    MAX_LENGTH of the image side.
+    by up to 15 degrees, stretched by up to MAX_STRETCH, its body length between ``min_length``
+    and ``max_length`` of the image side (the defaults are synthetic-waterbirds version 1's).
     """
     n = len(labels)
     shape_draws = rng.random((n, NUM_SHAPE_DRAWS)).tolist()
-    length = size * rng.uniform(MIN_LENGTH, MAX_LENGTH, size=n)
+    length = size * rng.uniform(min_length, max_length, size=n)
     angle = np.deg2rad(rng.uniform(-15, 15, size=n))
     flip = np.where(rng.random(n) < 0.5, -1.0, 1.0)
     stretch = np.exp(rng.uniform(-np.log(MAX_STRETCH), np.log(MAX_STRETCH), size=n))
@@ -135,7 +147,7 @@ def draw_part_maps(labels: np.ndarray, rng: np.random.Generator, size: int) -> n
     linear = np.stack([np.stack([sx * cos, sx * sin], 1), np.stack([-sy * sin, sy * cos], 1)], 1)
     maps = np.zeros((n, size, size), dtype=np.uint8)
     for i in range(n):
-        parts = waterbird(shape_draws[i]) if labels[i] == 1 else landbird(shape_draws[i])
+        parts = waterbird(shape_draws[i], neck_range) if labels[i] == 1 else landbird(shape_draws[i])
         points = np.concatenate([pts for _, _, pts, _ in parts]) @ linear[i]
         margin = max(width for *_, width in parts) * length[i] / 2 + 1
         low, high = points.min(axis=0) - margin, points.max(axis=0) + margin

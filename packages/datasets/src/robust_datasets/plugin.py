@@ -49,15 +49,17 @@ def register_datasets(register: Any) -> None:
         "robust_datasets.synthetic_cmnist:load",
         config="robust_datasets.synthetic_cmnist:SyntheticCMNISTConfig",
         description="Colored MNIST in the style of LfF, with procedurally drawn digits: colour predicts the "
-        "digit for all but conflict_pct percent of training images; val/test colours are random.",
+        "digit for all but conflict_pct percent of training images; val/test colours are random. version=2 "
+        "(default): the calibrated benchmark (20000 train, 5% = 100 conflicting per digit); version=1: the original.",
         default_model="mlp",
     )
     register(
         "synthetic-waterbirds",
         "robust_datasets.synthetic_waterbirds:load",
         config="robust_datasets.synthetic_waterbirds:SyntheticWaterbirdsConfig",
-        description="Waterbirds-like: drawn landbird/waterbird shapes on land/water backgrounds with the real "
-        "dataset's group counts (95% of training birds on their own habitat), with foreground masks and boxes.",
+        description="Waterbirds-like: drawn landbird/waterbird shapes on land/water backgrounds, with foreground "
+        "masks and boxes. version=2 (default): the calibrated benchmark (32 px, train groups 3000/200/100/600); "
+        "version=1: the original (64 px, the real dataset's group counts).",
         default_model="cnn",
     )
     _on_disk(

@@ -7,16 +7,21 @@ test colours are uniform and independent of the digit. A model that reads the co
 the digit scores high on bias-aligned samples and low on conflicting ones, which is the failure
 the debiasing methods address. Groups are ``g = 10 * y + b``.
 
+Option ``version`` picks the defaults: 2 (the calibrated embedded benchmark, DATASETS.md) has
+20,000 training images of which 5 % conflict, 100 per digit exactly, and a 10,000-image test
+split; 1 keeps the original defaults (10,000, 1 % drawn over the whole set, 2,000) and its
+output byte for byte.
+
 Importing this module does not import torch (``robust info`` reads the options); ``load`` does.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from robust.config import DatasetConfig
 from robust_datasets.cache import load_or_generate
@@ -49,15 +54,30 @@ GROUP_NAMES = [f"digit{y}_{COLOR_NAMES[b]}" for y in range(10) for b in range(10
 SPLITS = ("train", "val", "test")
 
 
+# Defaults of each generator version: version 2 is the calibrated benchmark (DATASETS.md): LfF's
+# mildest ratio (5 %) on enough images that every digit has 100 bias-conflicting training images,
+# and a test split large enough that the unbiased accuracy is measured to +-0.5 point.
+VERSION_DEFAULTS: dict[int, dict[str, float | int]] = {
+    1: {"conflict_pct": 1.0, "n_train": 10000, "n_test": 2000},
+    2: {"conflict_pct": 5.0, "n_train": 20000, "n_test": 10000},
+}
+
+
 class SyntheticCMNISTConfig(DatasetConfig):
     """Options of synthetic-cmnist."""
 
-    conflict_pct: float = Field(
-        1.0,
+    version: Literal[1, 2] = Field(
+        1,
+        description="1 = the original defaults (default: 10000 train, 1 % conflicting, 2000 test); 2 = the embedded "
+        "benchmark (20000 train, 5 %, 10000 test; DATASETS.md). Same generator: a version only sets the defaults "
+        "below.",
+    )
+    conflict_pct: float | None = Field(
+        None,
         ge=0,
         lt=100,
         description="Percent of training samples coloured with another digit's colour (bias-conflicting); "
-        "LfF uses 0.5, 1, 2 and 5.",
+        "LfF uses 0.5, 1, 2 and 5. Default: the version's.",
     )
     color_std: float = Field(
         0.005,
@@ -65,10 +85,22 @@ class SyntheticCMNISTConfig(DatasetConfig):
         le=1,
         description="Std of the per-image Gaussian noise on the class colour (LfF's severity 4: 0.005).",
     )
-    n_train: int = Field(10000, ge=1, description="Training images (digits balanced over the 10 classes).")
+    n_train: int | None = Field(
+        None, ge=1, description="Training images (digits balanced over the 10 classes). Default: the version's."
+    )
     n_val: int = Field(2000, ge=1, description="Validation images (colour independent of the digit).")
-    n_test: int = Field(2000, ge=1, description="Test images (colour independent of the digit).")
+    n_test: int | None = Field(
+        None, ge=1, description="Test images (colour independent of the digit). Default: the version's."
+    )
     seed: int = Field(0, ge=0, description="Seed of the generated data; independent of the training seed.")
+
+    @model_validator(mode="after")
+    def _version_defaults(self) -> SyntheticCMNISTConfig:
+        """Fill the options left unset from the version, so that the cache key and the run config name them."""
+        for key, value in VERSION_DEFAULTS[self.version].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        return self
 
 
 def conflict_count(n: int, conflict_pct: float) -> int:
@@ -76,11 +108,26 @@ def conflict_count(n: int, conflict_pct: float) -> int:
     return round(n * conflict_pct / 100)
 
 
+def _conflicting(labels: np.ndarray, conflict_pct: float, version: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the bias-conflicting training samples.
+
+    Version 1 draws them from the whole set; version 2 per digit (``round(n_digit * pct / 100)``
+    of each), so that every digit is sure to have its share (100 each at the defaults).
+    """
+    if version == 1:
+        return rng.choice(len(labels), size=conflict_count(len(labels), conflict_pct), replace=False)
+    chosen = []
+    for digit in range(10):
+        members = np.flatnonzero(labels == digit)
+        chosen.append(rng.choice(members, size=conflict_count(len(members), conflict_pct), replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
 def generate(config: SyntheticCMNISTConfig) -> dict[str, np.ndarray]:
     """Every split as numpy arrays ``{split}.images`` (uint8 N,3,28,28), ``.labels``, ``.bias``."""
     from robust_datasets.digits import render_digits  # imports torch
 
-    sizes = {"train": config.n_train, "val": config.n_val, "test": config.n_test}
+    sizes = {"train": int(config.n_train), "val": config.n_val, "test": int(config.n_test)}
     arrays: dict[str, np.ndarray] = {}
     for index, split in enumerate(SPLITS):
         n = sizes[split]
@@ -88,7 +135,7 @@ def generate(config: SyntheticCMNISTConfig) -> dict[str, np.ndarray]:
         labels = rng.permutation(np.arange(n) % 10)
         if split == "train":
             bias = labels.copy()
-            conflicting = rng.choice(n, size=conflict_count(n, config.conflict_pct), replace=False)
+            conflicting = _conflicting(labels, float(config.conflict_pct), config.version, rng)
             bias[conflicting] = (labels[conflicting] + rng.integers(1, 10, size=len(conflicting))) % 10
         else:
             bias = rng.integers(0, 10, size=n)

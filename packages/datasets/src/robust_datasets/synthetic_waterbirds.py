@@ -2,24 +2,31 @@
 
 The label is the bird's body plan (landbird 0 / waterbird 1, :mod:`robust_datasets.birds`);
 the spurious attribute is the place it is pasted on (land 0 / water 1,
-:mod:`robust_datasets.backgrounds`). Training group counts are the real dataset's
-(3498 / 184 / 56 / 1057 for landbird-land, landbird-water, waterbird-land, waterbird-water,
-so 95 % of birds sit on their own habitat); val and test keep the real class totals with half
-of each class on each place, so that worst-group accuracy is measured on every group. All counts
-scale with ``scale``. The background is the easy feature and the shape the harder one: ERM
-learns the background and fails on birds in the other habitat. Each image comes with its
-foreground mask and the tight bounding box of that mask, for methods that use annotations.
+:mod:`robust_datasets.backgrounds`). The background is the easy feature and the shape the harder
+one: ERM learns the background and fails on birds in the other habitat. Val and test have half of
+each class on each place, so that worst-group accuracy is measured on every group. All counts
+scale with ``scale``. Each image comes with its foreground mask and the tight bounding box of
+that mask, for methods that use annotations.
+
+Two generator versions (option ``version``; ``LAYOUTS``):
+
+* 2 (default), the calibrated embedded benchmark: every training group has at least 100 images
+  (3000 / 200 / 100 / 600), birds large enough to be learnt at 32 px, and a set small enough for a
+  2-minute ERM run on 2 CPU cores; calibration in DATASETS.md.
+* 1, the original: the real dataset's training counts (3498 / 184 / 56 / 1057), val and test class
+  totals, small birds among more clutter, 64 px. Kept byte for byte, for reproducibility.
 
 Importing this module does not import torch (``robust info`` reads the options); ``load`` does.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from robust.config import DatasetConfig
 from robust_datasets import backgrounds, birds
@@ -39,33 +46,74 @@ VAL_CLASS_COUNTS = (933, 266)  # real val and test class totals; each class is s
 TEST_CLASS_COUNTS = (4510, 1284)
 SPLITS = ("train", "val", "test")
 CHUNK = 256  # images generated at once: temporaries stay in the CPU cache
-PIXEL_NOISE = 4.0  # std of the (uniform) per-pixel noise on the final image, in grey levels
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a generator version draws: its group counts (before ``scale``) and how hard the bird is to see."""
+
+    train_group_counts: tuple[int, int, int, int]
+    val_class_counts: tuple[int, int]  # each class split evenly by place
+    test_class_counts: tuple[int, int]
+    image_size: int  # default side
+    min_length: float  # bird body length, fraction of the side
+    max_length: float
+    max_clutter: int  # bird-coloured blobs per scene
+    pixel_noise: float
+    neck_range: tuple[float, float] = birds.NECK_RANGE  # waterbird neck lengths
+
+
+LAYOUTS = {
+    # Version 1: the real Waterbirds counts, small birds among clutter, 64 px.
+    1: Layout(TRAIN_GROUP_COUNTS, VAL_CLASS_COUNTS, TEST_CLASS_COUNTS, 64, birds.MIN_LENGTH, birds.MAX_LENGTH, 4, 4.0),
+    # Version 2 (calibrated, see DATASETS.md): every training group >= 100 (waterbirds on land the rarest,
+    # as in the real set), birds large enough to learn at 32 px, duck-like short-necked waterbirds too, and
+    # a set small enough for a 2-minute CPU run.
+    2: Layout((3000, 200, 100, 600), (600, 400), (2000, 600), 32, 0.3, 0.42, 2, 4.0, (0.15, 0.85)),
+}
 
 
 class SyntheticWaterbirdsConfig(DatasetConfig):
     """Options of synthetic-waterbirds."""
 
+    version: Literal[1, 2] = Field(
+        1,
+        description="Generator: 1 = the original data (default: real Waterbirds group counts, small birds, 64 px, "
+        "what the methods' CPU presets were tuned on); 2 = the embedded benchmark (DATASETS.md; calibration "
+        "not finished).",
+    )
     scale: float = Field(
         1.0,
         gt=0,
         le=20,
-        description="Multiplies every group count (1.0: 4795 train, 1199 val, 5794 test images, as the real dataset).",
+        description="Multiplies every group count (version 1 at 1.0: 4795 train, 1199 val, 5794 test images, as the "
+        "real dataset; version 2: 3900 / 1000 / 2600).",
     )
-    image_size: int = Field(64, ge=32, le=256, description="Side of the square images, in pixels.")
+    image_size: int | None = Field(
+        None, ge=32, le=256, description="Side of the square images, in pixels (default: 32 for version 2, 64 for 1)."
+    )
     seed: int = Field(0, ge=0, description="Seed of the generated data; independent of the training seed.")
 
+    @model_validator(mode="after")
+    def _default_size(self) -> SyntheticWaterbirdsConfig:
+        """The version's own image size unless one is given, so that the cache key always names a size."""
+        if self.image_size is None:
+            self.image_size = LAYOUTS[self.version].image_size
+        return self
 
-def group_counts(split: str, scale: float) -> list[int]:
+
+def group_counts(split: str, scale: float, version: int = 2) -> list[int]:
     """Images per group ``[landbird_land, landbird_water, waterbird_land, waterbird_water]``.
 
     Rounded, and at least 1 per group, so a small ``scale`` still has every group.
     """
+    layout = LAYOUTS[version]
     if split == "train":
-        return [max(1, round(count * scale)) for count in TRAIN_GROUP_COUNTS]
+        return [max(1, round(count * scale)) for count in layout.train_group_counts]
     if split not in ("val", "test"):
         raise ValueError(f"unknown split {split!r}")
     counts = []
-    for total in VAL_CLASS_COUNTS if split == "val" else TEST_CLASS_COUNTS:
+    for total in layout.val_class_counts if split == "val" else layout.test_class_counts:
         scaled = max(2, round(total * scale))
         counts += [scaled - scaled // 2, scaled // 2]  # land gets the odd one, as 467 / 466 in the real val
     return counts
@@ -73,18 +121,19 @@ def group_counts(split: str, scale: float) -> list[int]:
 
 def generate(config: SyntheticWaterbirdsConfig) -> dict[str, np.ndarray]:
     """Every split as arrays ``{split}.images`` (uint8 N,3,S,S), ``.masks`` (packed bits), ``.labels``, ``.place``."""
-    size = config.image_size
+    size = int(config.image_size)
+    layout = LAYOUTS[config.version]
     arrays: dict[str, np.ndarray] = {}
     for index, split in enumerate(SPLITS):
         rng = np.random.default_rng([config.seed, index])  # one stream per split
-        groups = np.repeat(np.arange(4), group_counts(split, config.scale))
+        groups = np.repeat(np.arange(4), group_counts(split, config.scale, config.version))
         groups = groups[rng.permutation(len(groups))]
         labels, place = groups // 2, groups % 2
         images = np.empty((len(groups), 3, size, size), dtype=np.uint8)
         masks = np.empty((len(groups), size, size), dtype=bool)
         for start in range(0, len(groups), CHUNK):
             part = slice(start, start + CHUNK)
-            images[part], masks[part] = _render(labels[part], place[part], size, rng)
+            images[part], masks[part] = _render(labels[part], place[part], size, rng, layout)
         arrays[f"{split}.images"] = images
         arrays[f"{split}.masks"] = np.packbits(masks, axis=-1)  # 8x smaller cache file
         arrays[f"{split}.labels"] = labels.astype(np.int64)
@@ -93,7 +142,7 @@ def generate(config: SyntheticWaterbirdsConfig) -> dict[str, np.ndarray]:
 
 
 def _render(
-    labels: np.ndarray, place: np.ndarray, size: int, rng: np.random.Generator
+    labels: np.ndarray, place: np.ndarray, size: int, rng: np.random.Generator, layout: Layout
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images ``(n, 3, S, S)`` uint8 and foreground masks ``(n, S, S)`` bool for one chunk."""
     n = len(labels)
@@ -101,8 +150,8 @@ def _render(
     on_water = place == 1
     image[~on_water] = backgrounds.land(int((~on_water).sum()), size, rng)
     image[on_water] = backgrounds.water(int(on_water.sum()), size, rng)
-    image = backgrounds.add_clutter(image, birds.PLUMAGE, rng)
-    parts = birds.draw_part_maps(labels, rng, size)
+    image = backgrounds.add_clutter(image, birds.PLUMAGE, rng, layout.max_clutter)
+    parts = birds.draw_part_maps(labels, rng, size, layout.min_length, layout.max_length, layout.neck_range)
     colors = birds.part_colors(n, rng)  # (n, parts, 3)
     mask = parts > 0
     index, ys, xs = np.nonzero(mask)  # paint only the bird's pixels (a tenth of the image)
@@ -110,7 +159,7 @@ def _render(
     for channel in range(3):
         image[index, channel, ys, xs] = painted[:, channel]
     noise = rng.random(size=image.shape, dtype=np.float32)  # uniform: 4x cheaper than Gaussian draws
-    image += (noise - 0.5) * (PIXEL_NOISE * 12**0.5) + 0.5  # + 0.5: truncation then rounds to nearest
+    image += (noise - 0.5) * (layout.pixel_noise * 12**0.5) + 0.5  # + 0.5: truncation then rounds to nearest
     np.clip(image, 0, 255, out=image)
     return image.astype(np.uint8), mask
 
@@ -138,7 +187,7 @@ def load(config: SyntheticWaterbirdsConfig | dict[str, Any], data_root: Path) ->
 
     if not isinstance(config, SyntheticWaterbirdsConfig):
         config = SyntheticWaterbirdsConfig.model_validate(config)
-    size = config.image_size
+    size = int(config.image_size)
     arrays = load_or_generate(
         Path(data_root) / NAME, NAME, config.model_dump(mode="json"), FORMAT_VERSION, lambda: generate(config)
     )
