@@ -47,9 +47,12 @@ def make(tmp_path, dataset="tiny", sets=()) -> GroupDRO:
     return Run(resolved, tmp_path / "run", quiet=True).method
 
 
-def test_defaults_are_the_authors():
+def test_defaults_are_the_authors_and_signs_are_checked():
     config = GroupDROConfig()
     assert config.step_size == 0.01 and config.generalization_adjustment == 0.0 and config.reweight_groups is True
+    for bad in ({"step_size": 0.0}, {"step_size": -0.5}, {"generalization_adjustment": -0.5}):
+        with pytest.raises(ValueError):
+            GroupDROConfig(**bad)
 
 
 @pytest.mark.parametrize(
@@ -77,6 +80,7 @@ def test_inferred_groups_are_counted_from_the_labels_not_the_dataset(tmp_path):
 def test_an_absent_group_keeps_its_weight_share_and_a_single_sample_counts_fully(tmp_path):
     """Batch with group 3 absent and group 2 seen once: hand-computed q update and q-weighted loss."""
     method = make(tmp_path, sets=["step_size=0.5", "generalization_adjustment=1.0"])
+    method.group_counts = torch.tensor([40.0, 5.0, 1.0, 0.0])  # a training group of one image, one of none
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(5, 3, 8, 8, generator=gen)
     y = torch.tensor([0, 0, 1, 1, 1])
@@ -88,6 +92,7 @@ def test_an_absent_group_keeps_its_weight_share_and_a_single_sample_counts_fully
     q = torch.full((4,), 0.25) * torch.exp(0.5 * adjusted)
     q = q / q.sum()
     logs = method.update(Batch(x=x, y=y, index=torch.arange(5), group=group), 0)
+    assert torch.isfinite(method.q).all()
     torch.testing.assert_close(method.q, q)
     torch.testing.assert_close(logs["loss"], (observed * q).sum())
     assert math.isclose(float(logs["worst_group_loss"]), float(observed[:3].max()), rel_tol=1e-6)
@@ -99,11 +104,11 @@ def test_worst_group_loss_includes_a_group_seen_once(tmp_path):
     y = torch.tensor([0, 0, 1])
     with torch.no_grad():
         losses = F.cross_entropy(method.model(x), y, reduction="none")
-    worst = 2 if losses[2] > losses[:2].mean() else 0
-    group = torch.tensor([0, 0, 2]) if worst == 2 else torch.tensor([2, 2, 0])
+    alone = int(losses.argmax())  # the highest loss alone in its group: the worst group is one image
+    group = torch.zeros(3, dtype=torch.long)
+    group[alone] = 2
     logs = method.update(Batch(x=x, y=y, index=torch.arange(3), group=group), 0)
-    expected = losses[2] if worst == 2 else losses[:2].mean()
-    assert math.isclose(float(logs["worst_group_loss"]), float(expected), rel_tol=1e-5)
+    assert math.isclose(float(logs["worst_group_loss"]), float(losses[alone]), rel_tol=1e-5)
 
 
 def test_reweighted_epochs_draw_every_group_alike_with_replacement(tmp_path):
@@ -115,3 +120,11 @@ def test_reweighted_epochs_draw_every_group_alike_with_replacement(tmp_path):
     assert len(torch.unique(draws[: len(groups)])) < len(groups)  # with replacement: repeats within an epoch
     method.config.reweight_groups = False
     assert method.epoch_indices(0, torch.Generator()) is None
+
+
+def test_a_group_of_one_training_image_weighs_as_a_whole_group(tmp_path):
+    method = make(tmp_path)
+    method._train_groups = torch.tensor([0, 0, 0, 1])
+    method.group_counts = torch.tensor([3.0, 1.0, 0.0, 0.0])
+    draws = torch.cat([method.epoch_indices(e, torch.Generator().manual_seed(e)) for e in range(500)])
+    assert abs(float((draws == 3).float().mean()) - 0.5) < 0.03  # 1/n_g: group 1's single image is half the draws
