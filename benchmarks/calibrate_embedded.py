@@ -95,7 +95,7 @@ def mean_sd(values: list[float]) -> str:
 
 def calibrate(dataset: str, seeds: int, extra: list[str], out: Path, data_root: Path) -> None:
     print(f"== {dataset}: erm {' '.join(PROTOCOLS[dataset] + extra)}, seeds 0..{seeds - 1}", flush=True)
-    warm_cache(dataset, extra, data_root)
+    warm_cache(dataset, [*PROTOCOLS[dataset], *extra], data_root)
     runs = []
     for seed in range(seeds):
         load = uptime()
