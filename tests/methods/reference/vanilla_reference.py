@@ -10,22 +10,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .lff_reference import MLP as LfFMLP
 
-class MLP(nn.Module):
-    """module/mlp.py ``MLP``, input size and widths as arguments (DisEnt's: 3*28*28 -> 100, 100, 16)."""
+
+class MLP(LfFMLP):
+    """module/mlp.py ``MLP``: DisEnt's file keeps LfF's class (ported in lff_reference), with DisEnt's widths."""
 
     def __init__(self, num_classes: int, in_features: int = 3 * 28 * 28, widths: tuple[int, ...] = (100, 100, 16)):
-        super().__init__()
-        layers: list[nn.Module] = []
-        for width in widths:
-            layers += [nn.Linear(in_features, width), nn.ReLU()]
-            in_features = width
-        self.feature = nn.Sequential(*layers)
-        self.classifier = nn.Linear(in_features, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x.view(x.size(0), -1) / 255
-        return self.classifier(self.feature(x))
+        super().__init__(num_classes, in_features, widths)
 
 
 class VanillaReference:
