@@ -52,9 +52,10 @@ def require_foreground(
         return True
     dataset = ctx.config.dataset_name
     lacking = " and ".join(missing)
+    verb = "have" if len(missing) > 1 else "has"
     if not allow_no_masks:
         raise ConfigError(
-            f"{method} needs foreground masks for {needs}, and the {lacking} of dataset {dataset!r} has none. "
+            f"{method} needs foreground masks for {needs}, and the {lacking} of dataset {dataset!r} {verb} none. "
             "Give them in one of three ways: use a dataset that ships masks or boxes (its options may name where "
             "they are, e.g. --set dataset.masks_dir=DIR; see `robust info "
             f"{dataset}`); compute them with a registered mask provider, --set dataset.mask_provider=NAME "
