@@ -113,7 +113,7 @@ def test_documented_entry_point_is_the_examples():
     group = example["project"]["entry-points"]["robust"]
     assert group == {"example": "robust_example_method.plugin"}
     assert example["project"]["name"] == "robust-example-method"
-    assert example["project"]["dependencies"] == ["robust-core"]
+    assert example["project"]["dependencies"] == ["robust-core>=0.1,<0.2"]
     documented = [tomllib.loads(b) for b in code_blocks(doc_text(), "toml")]
     assert all(d["project"]["entry-points"]["robust"] == group for d in documented if "project" in d)
     assert any("project" in d for d in documented)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from robust.augment import AUGMENTATIONS, augment, random_translate
+from robust.augment import augment, random_translate
 from robust.errors import ConfigError
+from robust.registry import get_registry
 
 
 def offsets(seed: int, n: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,7 +43,7 @@ def test_reflect_borders_hold_image_content_and_zero_borders_hold_zeros():
     assert (zeros == 0).any() and not (mirrored == 0).any()
     shifted = (zeros == 0).flatten(1).any(1)  # the same offsets and flips: the same images move
     assert torch.equal(zeros[~shifted], mirrored[~shifted])
-    assert "crop_flip_reflect" in AUGMENTATIONS
+    assert "crop_flip_reflect" in get_registry().names("augmentation")
 
 
 def test_crop_flip_keeps_its_zero_padding_and_random_stream():

@@ -1,11 +1,11 @@
-"""robust.clustering: k-means with cosine distance, agreement with true groups, the assignment CSV."""
+"""robust_groups.clustering: k-means with cosine distance, agreement with true groups, the assignment CSV."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from robust_groups.clustering import adjusted_rand_index, agreement, cluster, kmeans, read_assignment, write_assignment
 
-from robust.clustering import adjusted_rand_index, agreement, cluster, kmeans, read_assignment, write_assignment
 from robust.errors import ConfigError
 
 

@@ -41,7 +41,7 @@ def test_set_routing():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[dataset]\nname = 5\n', r"dataset\.name must be a name .*got 5 \(int\)"),  # was AttributeError
+        ("[dataset]\nname = 5\n", r"dataset\.name must be a name .*got 5 \(int\)"),  # was AttributeError
         ('[dataset]\nname = ["a"]\n', r"dataset\.name must be a name"),  # was TypeError: unhashable
         ('preset = [1]\n[dataset]\nname = "synthetic-cmnist"\n', r"preset must be a name"),  # was TypeError
         ('[dataset]\nname = "synthetic-cmnist"\n[model]\nname = 3\n', r"model\.name must be a name"),
@@ -49,7 +49,10 @@ def test_set_routing():
         ('[dataset]\nname = "synthetic-cmnist"\n[dataset.n_train]\nx = 1\n', r"'n_train'.*got \{'x': 1\}"),
         ("dataset = 3\n", r"'dataset' must be a table"),
         ('seed = -1\n[dataset]\nname = "synthetic-cmnist"\n', r"'seed': Input should be greater than or equal to 0"),
-        ('seed = 99999999999999999999\n[dataset]\nname = "synthetic-cmnist"\n', r"'seed': Input should be less than or equal to 9223372036854775807"),
+        (
+            'seed = 99999999999999999999\n[dataset]\nname = "synthetic-cmnist"\n',
+            r"'seed': Input should be less than or equal to 9223372036854775807",
+        ),
         ("seed = [", r"not valid TOML"),
     ],
 )

@@ -9,11 +9,11 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from robust_groups.discovery import discover_groups, read_inferred_groups, write_discovery
 from torch import nn
 
 from robust.cli import cli
 from robust.data import ArraySplit, Batch
-from robust.discovery import discover_groups, read_inferred_groups, write_discovery
 from robust.engine import Run
 from robust.errors import ConfigError
 from robust.groupdro import GroupDRO

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 from pydantic import Field
+from robust_counterfactual.fidelity import ALLOW_NO_MASKS_HELP, require_foreground, split_has_foreground
+from robust_counterfactual.masks import ProviderMaskedSplit
 
 from robust import hookimpl
 from robust.data import StreamSplit
 from robust.engine import Run
 from robust.erm import ERM, ERMConfig
 from robust.errors import ConfigError
-from robust.fidelity import ALLOW_NO_MASKS_HELP, require_foreground, split_has_foreground
-from robust.masks import ProviderMaskedSplit
 from robust.papers import PaperResult
 from robust.report import aggregate, compare_with_papers, find_summaries, render
 from robust.resolve import resolve_run_config

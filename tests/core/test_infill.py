@@ -1,14 +1,10 @@
-"""Infill operators (robust.infill): kept pixels are untouched, filled pixels follow CFGen's inpainters."""
+"""Infill operators (robust_counterfactual.infill): kept pixels are untouched, filled pixels follow CFGen's inpainters."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
-from robust import hookimpl
-from robust.errors import ConfigError, UnknownNameError
-from robust.infill import (
+from robust_counterfactual.infill import (
     INFILL_NAMES_CF,
     INFILL_NAMES_F,
     InfillContext,
@@ -23,6 +19,10 @@ from robust.infill import (
     shuffle_infill,
     tile_infill,
 )
+from torch import nn
+
+from robust import hookimpl
+from robust.errors import ConfigError, UnknownNameError
 from robust.registry import get_registry
 
 N, C, H, W = 4, 3, 8, 8
@@ -94,7 +94,7 @@ def test_registered_and_applied_through_the_registry(name):
     x, ctx = make_batch()
     keep = box_mask(N, H, W, 2, 5, 2, 5)
     entry = get_registry().get("infill", name)
-    assert entry.plugin == "robust.builtins" and entry.description
+    assert entry.plugin == "counterfactual" and entry.description
     assert entry.load() is OPERATORS[name]
     if name in ("mean", "tile", "cagan"):  # deterministic
         assert torch.equal(apply_infill(name, x, keep, ctx), OPERATORS[name](x, keep, ctx))
@@ -355,7 +355,7 @@ def test_bad_mask_shape_is_rejected():
 
 
 def test_boxes_to_mask_rasterises_end_exclusive_boxes():
-    from robust.infill import boxes_to_mask
+    from robust_counterfactual.infill import boxes_to_mask
 
     mask = boxes_to_mask(torch.tensor([[1, 2, 3, 4], [0, 0, 0, 0]]), height=5, width=4)
     assert mask.shape == (2, 1, 5, 4)

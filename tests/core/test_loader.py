@@ -116,7 +116,12 @@ def test_input_noise_is_added_to_training_batches_only():
     bundle = load_tiny(TinyConfig(), None)
     split = bundle.splits["train"]
     plain = BatchLoader(split, bundle.info, torch.device("cpu"), batch_size=96)
-    noisy = BatchLoader(split, bundle.info, torch.device("cpu"), batch_size=96, input_noise=0.2)
+    from functools import partial
+
+    from robust_rare.input_noise import InputNoiseOptions, add_input_noise
+
+    noise = partial(lambda options, x, gen: add_input_noise(x, gen, options), InputNoiseOptions(input_noise=0.2))
+    noisy = BatchLoader(split, bundle.info, torch.device("cpu"), batch_size=96, batch_transforms=[noise])
     order = plain.sequential()
     clean = next(plain.batches(order, generator=torch.Generator().manual_seed(0))).x
     a = next(noisy.batches(order, generator=torch.Generator().manual_seed(0))).x

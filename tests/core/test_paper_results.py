@@ -40,14 +40,16 @@ class ToyPapers:
 
 
 def method_packages() -> list[str]:
-    """The import packages of the installed robust-methods-* plugins (robust_clp, robust_disent...)."""
+    """The import packages of the installed plugins that register paper results (robust_clp, robust_rare...)."""
+    import importlib
+
     found = set()
     for ep in metadata.entry_points(group="robust"):
         module = ep.value.split(":")[0]
-        if module.startswith("robust_") and ep.dist is not None and ep.dist.name not in ("robust-datasets",):
-            package = module.split(".")[0]
-            if package not in ("robust_datasets", "robust_example_method"):
-                found.add(package)
+        package = module.split(".")[0]
+        is_ours = package.startswith("robust_") and package != "robust_example_method"
+        if is_ours and hasattr(importlib.import_module(module), "register_paper_results"):
+            found.add(package)
     return sorted(found)
 
 

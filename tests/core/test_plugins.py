@@ -138,7 +138,9 @@ def test_broken_plugins_are_isolated_reported_and_named(tmp_path):
 
     unknown = robust(env, "info", "misspelt-method")  # the broken plugin's method: not "pip install it"
     assert unknown.returncode == 2, unknown.stderr
-    assert "failed to load and may provide it" in unknown.stderr and "'misspelt' (robust-fake-misspelt)" in unknown.stderr
+    assert (
+        "failed to load and may provide it" in unknown.stderr and "'misspelt' (robust-fake-misspelt)" in unknown.stderr
+    )
     assert "pip install" not in unknown.stderr
 
     lazy = robust(env, "info", "lazy-broken")  # a lazy reference that cannot be imported: which, and whose

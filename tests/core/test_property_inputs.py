@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from robust_sweep.sweep import SweepSpec
 
 from robust.config import parse_set, parse_value, toml_literal
 from robust.errors import RobustError
 from robust.resolve import resolve_run_config
-from robust.sweep import SweepSpec
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

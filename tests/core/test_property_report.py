@@ -70,7 +70,9 @@ def damaged(draw: st.DrawFn, document: dict[str, Any]) -> bytes:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), which=st.sampled_from(["summary", "config", "both"]), fmt=st.sampled_from(["table", "json", "csv"]))
+@given(
+    data=st.data(), which=st.sampled_from(["summary", "config", "both"]), fmt=st.sampled_from(["table", "json", "csv"])
+)
 def test_report_over_damaged_run_directories(data, which, fmt):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

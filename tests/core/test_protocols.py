@@ -13,8 +13,9 @@ from robust import hookimpl
 from robust.data import ArraySplit, DatasetBundle, StreamSplit, SubsetSplit, subset_split
 from robust.datasets import load_dataset
 from robust.errors import ConfigError
-from robust.protocols import ProtocolOptions, apply_protocol, stratified_fraction
+from robust.fraction import FractionOptions, keep_fraction, stratified_fraction
 from robust.resolve import resolve_run_config
+from robust_datasets.protocols import ClassProtocolOptions, apply_class_protocol
 
 from .tiny import TinyConfig, TinyPlugin, load_tiny
 
@@ -31,7 +32,7 @@ def bundle(n_train: int = 96) -> DatasetBundle:
 
 def test_frac_keeps_a_share_of_every_group_in_every_split():
     data = bundle(400)
-    out = apply_protocol(data, ProtocolOptions(frac=0.25))
+    out = keep_fraction(data, FractionOptions(frac=0.25))
     for name, split in out.splits.items():
         before = torch.bincount(data.splits[name].groups, minlength=4)
         after = torch.bincount(split.groups, minlength=4)
@@ -42,7 +43,9 @@ def test_frac_keeps_a_share_of_every_group_in_every_split():
 
 def test_meta_set_then_long_tail_then_noise_on_the_training_split():
     data = bundle(400)
-    out = apply_protocol(data, ProtocolOptions(meta_per_class=10, imb_factor=4, noise="unif", noise_ratio=0.5))
+    out = apply_class_protocol(
+        data, ClassProtocolOptions(meta_per_class=10, imb_factor=4, noise="unif", noise_ratio=0.5)
+    )
     meta = out.aux["meta"]
     assert torch.bincount(meta.labels, minlength=2).tolist() == [10, 10]
     counts = out.info.extra["protocol_train_counts"]
@@ -50,7 +53,12 @@ def test_meta_set_then_long_tail_then_noise_on_the_training_split():
     assert counts == [n_max, int(n_max / 4)]
     assert 0.1 < out.info.extra["protocol_noise_rate"] < 0.4  # unif 0.5 over 2 classes: 0.25 expected
     assert len(out.splits["val"]) == len(data.splits["val"])  # evaluation splits untouched
-    assert out.info.extra["protocol"] == {"meta_per_class": 10, "imb_factor": 4.0, "noise": "unif", "noise_ratio": 0.5}
+    assert out.info.extra["dataset_transforms"] == {
+        "meta_per_class": 10,
+        "imb_factor": 4.0,
+        "noise": "unif",
+        "noise_ratio": 0.5,
+    }
 
 
 def test_streamed_splits_are_subset_by_view():
@@ -73,7 +81,7 @@ def test_protocol_options_through_resolve_and_loading(tmp_path):
     assert config.dataset == {"name": "tiny", "n_train": 96, "spurious": 0.9, "frac": 0.5, "imb_factor": 2.0}
     data = load_dataset("tiny", {"frac": 0.5})
     assert len(data.splits["train"]) < 96
-    with pytest.raises(ConfigError, match="protocol options"):
+    with pytest.raises(ConfigError, match="dataset transforms"):
         resolve_run_config("erm", dataset="tiny", sets=["dataset.fraction=0.5"])
     with pytest.raises(ConfigError, match="frac"):
         resolve_run_config("erm", dataset="tiny", sets=["dataset.frac=2"])
@@ -81,7 +89,7 @@ def test_protocol_options_through_resolve_and_loading(tmp_path):
 
 def test_a_meta_set_alone_keeps_every_other_training_image():
     data = bundle(400)
-    out = apply_protocol(data, ProtocolOptions(meta_per_class=10))
+    out = apply_class_protocol(data, ClassProtocolOptions(meta_per_class=10))
     before = torch.bincount(data.splits["train"].labels, minlength=2)
     after = torch.bincount(out.splits["train"].labels, minlength=2)
     assert torch.equal(after, before - 10)  # classes stay as unbalanced as they were
@@ -124,5 +132,5 @@ def test_a_registered_transform_applies_to_any_dataset_through_its_options(regis
         assert torch.equal(bright.splits["test"].images, plain.splits["test"].images)
         with pytest.raises(ConfigError, match="brighten"):
             resolve_run_config("erm", dataset="tiny", sets=["dataset.brighten_by=300"])
-    with pytest.raises(ConfigError, match="protocol options"):  # the plugin gone, the option is unknown
+    with pytest.raises(ConfigError, match="dataset transforms"):  # the plugin gone, the option is unknown
         resolve_run_config("erm", dataset="tiny", sets=["dataset.brighten_by=7"])

@@ -1,13 +1,12 @@
-"""Input-gradient saliency (robust.saliency): CFGen's grad_y / bbox_o and CLP's CE-gradient penalty."""
+"""Input-gradient saliency (robust_counterfactual.saliency): CFGen's grad_y / bbox_o and CLP's CE-gradient penalty."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from robust_counterfactual.saliency import input_gradient, outside_mask_penalty
 from torch import nn
-
-from robust.saliency import input_gradient, outside_mask_penalty
 
 N, C, H, W, K = 3, 2, 4, 4, 3
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from robust_counterfactual.mask_options import MaskProviderOptions
+from robust_counterfactual.masks import get_mask_provider, with_provider_masks
+from robust_counterfactual.segmentation_masks import MobileNetSegmentationMasks, SegmentationMasks
 
 from robust.errors import DataError
-from robust.masks import get_mask_provider, with_provider_masks
-from robust.protocols import ProtocolOptions
-from robust.segmentation_masks import MobileNetSegmentationMasks, SegmentationMasks
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_registered_providers_and_the_weights_option(random_weights):
     assert isinstance(provider, MobileNetSegmentationMasks) and provider.weights == str(random_weights)
     assert isinstance(get_mask_provider("deeplabv3"), SegmentationMasks)
     with pytest.raises(ValueError, match=r"give dataset\.mask_provider too"):
-        ProtocolOptions(mask_weights="w.pth")
+        MaskProviderOptions(mask_weights="w.pth")
 
 
 def test_a_split_gets_the_providers_masks(random_weights):

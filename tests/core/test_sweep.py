@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from robust_sweep.sweep import SweepSpec
 
 from robust.datasets import load_dataset
 from robust.errors import ConfigError
 from robust.results import read_history
-from robust.sweep import SweepSpec
 
 SPEC = """
 methods = ["erm"]
@@ -209,7 +209,7 @@ def test_report_selects_hyperparameters_by_validation_then_reports_test(tmp_path
 
 def test_a_sweep_run_over_two_processes(tmp_path):
     """nproc = 2: submitit starts each run as a job of two tasks that train one data-parallel run."""
-    from robust.sweep import launch
+    from robust_sweep.sweep import launch
 
     text = (
         SPEC.split("[grid]")[0]
@@ -226,11 +226,11 @@ def test_a_sweep_run_over_two_processes(tmp_path):
 
 
 def test_a_worker_dies_with_its_launcher(tmp_path):
-    from robust.sweep import process_start
+    from robust_sweep.sweep import process_start
 
     launcher = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     watch = (
-        "import sys, time; from robust.sweep import watch_launcher; "
+        "import sys, time; from robust_sweep.sweep import watch_launcher; "
         f"watch_launcher({launcher.pid}, {process_start(launcher.pid)!r}, interval=0.05); "
         "print('watching', flush=True); time.sleep(120)"
     )
@@ -248,9 +248,10 @@ def test_a_worker_dies_with_its_launcher(tmp_path):
 
 
 def test_a_relaunch_waits_for_the_previous_writer_then_skips_what_it_finished(tmp_path):
+    from robust_sweep.sweep import wait_for_writer
+
     from robust.errors import RunDirError
     from robust.runlock import RunLock
-    from robust.sweep import wait_for_writer
 
     run_dir = tmp_path / "run"
     holder = subprocess.Popen(

@@ -9,47 +9,10 @@ import torch
 from torch import Tensor
 
 from robust import hookimpl
-from robust.config import DatasetConfig
-from robust.data import ArraySplit, Batch, DatasetBundle, DatasetInfo
+from robust.data import Batch
 from robust.erm import ERM
 from robust.method import Phase
-
-
-class TinyConfig(DatasetConfig):
-    n_train: int = 96
-    spurious: float = 0.9
-
-
-def _split(n: int, spurious: float, seed: int) -> ArraySplit:
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=gen)
-    agree = torch.rand(n, generator=gen) < spurious
-    bias = torch.where(agree, y, 1 - y)
-    images = torch.randint(0, 60, (n, 3, 8, 8), generator=gen, dtype=torch.uint8)
-    images[:, 0, :4] += (y * 120).to(torch.uint8)[:, None, None]  # the core feature: top half, red
-    images[:, 2] += (bias * 100).to(torch.uint8)[:, None, None]  # the spurious one: all of blue
-    masks = torch.zeros(n, 1, 8, 8, dtype=torch.uint8)
-    masks[:, :, :4] = 255
-    bboxes = torch.tensor([[0, 0, 8, 4]] * n)
-    return ArraySplit(labels=y, groups=2 * y + bias, bias=bias, bboxes=bboxes, images=images, masks=masks)
-
-
-def load_tiny(config: TinyConfig, data_root) -> DatasetBundle:
-    info = DatasetInfo(
-        name="tiny",
-        num_classes=2,
-        input_shape=(3, 8, 8),
-        class_names=["a", "b"],
-        group_names=["a_0", "a_1", "b_0", "b_1"],
-        bias_names=["0", "1"],
-        train_augment="crop_flip",
-    )
-    splits = {
-        "train": _split(config.n_train, config.spurious, 0),
-        "val": _split(40, 0.5, 1),
-        "test": _split(40, 0.5, 2),
-    }
-    return DatasetBundle(info, splits)
+from robust.testing import TinyConfig, load_tiny
 
 
 class Recorder(ERM):
@@ -98,7 +61,7 @@ class TwoPhase(ERM):
 class TinyPlugin:
     @hookimpl
     def register_datasets(self, register):
-        register("tiny", load_tiny, config=TinyConfig, description="tiny test data", default_model="mlp")
+        register("tiny", load_tiny, config=TinyConfig, description="tiny test data", default_model="mlp")  # the kit's
 
     @hookimpl
     def register_methods(self, register):

@@ -87,7 +87,8 @@ def test_cct_box_masks(root):
 
 
 def test_cct_pair_without_box_has_no_foreground_in_a_batch(root):
-    from robust.counterfactual import batch_foreground
+    from robust_counterfactual.counterfactual import batch_foreground
+
     from robust.loader import BatchLoader
 
     for options in ({}, {"masks": True}):

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from robust import protocols
 from robust.errors import ConfigError, DataError
-from robust_datasets import cifar
+from robust_datasets import cifar, protocols
 
 PER_CLASS_10 = 30  # CIFAR-10 fixture: 300 training images, 6 batches' worth split over 5 files
 PER_CLASS_100 = 6  # CIFAR-100 fixture: 600 training images
@@ -402,7 +401,9 @@ def test_crafted_pickle_is_refused_and_never_run(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     write_cifar10(folder, per_class=2, test_per_class=1)
     marker = tmp_path / "pwned"
-    dump(folder / "test_batch", {"data": np.zeros((1, 3072), np.uint8), "labels": [0], "x": _RunsCode(f"touch {marker}")})
+    dump(
+        folder / "test_batch", {"data": np.zeros((1, 3072), np.uint8), "labels": [0], "x": _RunsCode(f"touch {marker}")}
+    )
     with (folder / "test_batch").open("rb") as f:  # the payload is live: plain pickle runs it
         pickle.load(f, encoding="latin1")
     assert marker.exists()

@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from robust.data import ArraySplit
-from robust.datasets import load_dataset
+from robust.datasets import load_dataset, resolve_dataset_name
 from robust.errors import ConfigError, DataError
 from robust.registry import get_registry
-from robust.resolve import resolve_dataset_name, resolve_run_config
+from robust.resolve import resolve_run_config
 from robust_datasets.h5cache import H5Split
 from robust_datasets.imagefiles import ImageFileSplit
 

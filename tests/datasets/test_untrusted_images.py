@@ -70,7 +70,9 @@ def test_decompression_bombs_are_refused_naming_the_file(tmp_path, monkeypatch, 
     path = tmp_path / "bomb.png"
     Image.fromarray(np.zeros((SIDE, SIDE, 3), np.uint8)).save(path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
-    with pytest.raises(DataError, match=rf"'{path}' is refused as a possible decompression bomb: (16x16 )?\(256 pixels\)"):
+    with pytest.raises(
+        DataError, match=rf"'{path}' is refused as a possible decompression bomb: (16x16 )?\(256 pixels\)"
+    ):
         decode_image(path, Resize(SIDE))
 
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from robust_counterfactual.counterfactual import batch_foreground, counterfactual_batch_losses, counterfactual_loss
+from robust_counterfactual.infill import rectangle_mask
 
 from robust import hookimpl
 from robust.config import DatasetConfig
-from robust.counterfactual import batch_foreground, counterfactual_batch_losses, counterfactual_loss
 from robust.data import ArraySplit, Batch, DatasetBundle, DatasetInfo
 from robust.engine import Run
 from robust.errors import ConfigError
-from robust.infill import rectangle_mask
 from robust.resolve import resolve_run_config
 from robust_cfgen.config import CFGenConfig
 

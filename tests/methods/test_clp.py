@@ -15,10 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from robust_counterfactual.counterfactual import counterfactual_batch_losses, counterfactual_loss
 
 from robust import hookimpl
 from robust.checkpoint import load_checkpoint
-from robust.counterfactual import counterfactual_batch_losses, counterfactual_loss
 from robust.data import ArraySplit, Batch, DatasetInfo
 from robust.engine import Run
 from robust.errors import ConfigError, DataError

@@ -21,9 +21,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from robust.data import Batch
-from robust.erm import ERMConfig, make_optimizer, make_scheduler
-from robust.method import Method, MethodContext
+from robust.api import Batch, ERMConfig, Method, MethodContext, make_optimizer, make_scheduler
 
 
 class MixupConfig(ERMConfig):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from robust import hookimpl
+from robust.api import hookimpl
 
 
 @hookimpl

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from robust.data import Batch
-from robust.erm import ERM
+from robust.api import ERM, Batch
 from robust_baselines.config import Chi2DROConfig
 from robust_baselines.presets import CVAR_DATASET_PRESETS, CVAR_PRESETS
 

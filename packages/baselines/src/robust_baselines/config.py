@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from robust.erm import ERMConfig
+from robust.api import ERMConfig
 
 #: dfr_evaluate_spurious.py's C_OPTIONS for Waterbirds (sklearn's C = 1/λ of the L1 penalty).
 DFR_C_GRID = [1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01]

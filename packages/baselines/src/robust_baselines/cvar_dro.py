@@ -14,9 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from robust.data import Batch
-from robust.erm import ERM
-from robust.method import MethodContext
+from robust.api import ERM, Batch, MethodContext
 from robust_baselines.config import CVaRDROConfig
 from robust_baselines.presets import CVAR_DATASET_PRESETS, CVAR_PRESETS
 

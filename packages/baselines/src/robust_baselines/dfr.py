@@ -19,12 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from robust.atomic import atomic_write_json
-from robust.data import Batch
-from robust.erm import ERM
-from robust.errors import ConfigError
-from robust.method import MethodContext, Phase
-from robust.trained import trained_weights
+from robust.api import ERM, Batch, ConfigError, MethodContext, Phase, atomic_write_json, trained_weights
 from robust_baselines.config import DFRConfig
 from robust_baselines.dfr_protocol import LastLayer, fit_last_layer, tune_c
 from robust_baselines.presets import DFR_DATASET_PRESETS, DFR_PRESETS

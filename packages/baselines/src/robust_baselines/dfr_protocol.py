@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from robust.errors import ConfigError
+from robust.api import ConfigError
 
 
 def balanced_subset(groups: np.ndarray, rng: np.random.RandomState) -> np.ndarray:

@@ -18,11 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from robust.atomic import atomic_write_text
-from robust.data import Batch
-from robust.erm import ERM, make_optimizer, make_scheduler
-from robust.errors import ConfigError
-from robust.method import MethodContext, Phase
+from robust.api import ERM, Batch, ConfigError, MethodContext, Phase, atomic_write_text, make_optimizer, make_scheduler
 from robust_baselines.config import JTTConfig
 from robust_baselines.presets import JTT_DATASET_PRESETS, JTT_PRESETS
 

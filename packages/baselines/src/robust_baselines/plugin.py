@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from robust import hookimpl
+from robust.api import hookimpl
 
 JTT_PAPER = (
     "Liu, Haghgoo, Chen, Raghunathan, Koh, Sagawa, Liang, Finn. Just Train Twice: Improving Group Robustness "
@@ -76,6 +76,6 @@ def register_methods(register: Any) -> None:
 @hookimpl
 def register_paper_results(register: Any) -> None:
     """The papers' headline numbers, from paper_results.toml (unverified: the file says where each is from)."""
-    from robust.papers import register_from_toml
+    from robust.api import register_from_toml
 
     register_from_toml(register, "robust_baselines")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from robust.erm import ERM, RESNET50_IMAGENET
+from robust.api import ERM, RESNET50_IMAGENET
 from robust_baselines.config import DFR_C_GRID_CELEBA
 
 SYNTHETIC_DATASETS = {"synthetic-waterbirds": "synthetic", "synthetic-cmnist": "synthetic"}

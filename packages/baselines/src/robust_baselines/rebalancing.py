@@ -13,9 +13,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from robust.erm import ERM
-from robust.errors import ConfigError
-from robust.method import MethodContext
+from robust.api import ERM, ConfigError, MethodContext
 from robust_baselines.config import RebalanceConfig
 from robust_baselines.presets import REBALANCE_DATASET_PRESETS, REBALANCE_PRESETS
 

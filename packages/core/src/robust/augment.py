@@ -1,6 +1,10 @@
 """Training augmentation applied to whole batches on the device (airbench style: no PIL, no
 per-sample Python). Geometric changes are applied to masks and boxes too, so that methods that
-use the foreground (CFGen, CLP) see masks that still match their images."""
+use the foreground (CFGen, CLP) see masks that still match their images.
+
+``train.augment`` names a registered augmentation (``register_augmentations``): the core registers
+``none``, ``flip``, ``crop_flip`` and ``crop_flip_reflect``; plugins add theirs (robust-counterfactual's
+``bbox_crop_flip``). Each is ``function(x, mask, bbox, generator, pad=None) -> (x, mask, bbox)``."""
 
 from __future__ import annotations
 
@@ -9,18 +13,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robust.errors import ConfigError
-
-AUGMENTATIONS = ("none", "flip", "crop_flip", "crop_flip_reflect", "bbox_crop_flip")
-# How each pad-and-crop kind fills the pad: zeros, or the image mirrored at its border (torchvision's
-# RandomCrop(padding_mode="reflect"), the CIFAR crop of CLP's CIFAR_process.py).
-CROP_PADDING_MODES = {"crop_flip": "zeros", "crop_flip_reflect": "reflect"}
-BBOX_CROP_SCALE = 256 / 224  # CFGen: Resize(256, 256), then a 224 crop
-
-
-def check_augmentation(kind: str) -> str:
-    if kind not in AUGMENTATIONS:
-        raise ConfigError(f"Unknown augmentation {kind!r}; expected one of {', '.join(AUGMENTATIONS)}.")
-    return kind
 
 
 def random_flip(x: Tensor, mask: Tensor | None, bbox: Tensor | None, gen: torch.Generator):
@@ -45,7 +37,7 @@ def crop_at(t: Tensor, top: Tensor, left: Tensor, height: int, width: int) -> Te
     return t[batch, torch.arange(channels, device=t.device)[None, :, None, None], rows, cols]
 
 
-def _shift_boxes(bbox: Tensor, dx: Tensor, dy: Tensor, width: int, height: int) -> Tensor:
+def shift_boxes(bbox: Tensor, dx: Tensor, dy: Tensor, width: int, height: int) -> Tensor:
     """Boxes moved by ``(dx, dy)`` and clipped to the ``width x height`` image."""
     moved = bbox + torch.stack([dx, dy, dx, dy], dim=1)
     return torch.minimum(moved.clamp(min=0), torch.tensor([width, height, width, height], device=bbox.device))
@@ -73,59 +65,44 @@ def random_translate(
     if mask is not None:
         mask = crop_at(F.pad(mask, (pad, pad, pad, pad), mode=mode), dy, dx, h, w)
     if bbox is not None:
-        bbox = _shift_boxes(bbox, pad - dx, pad - dy, w, h)
+        bbox = shift_boxes(bbox, pad - dx, pad - dy, w, h)
     return x, mask, bbox
 
 
-def bbox_random_crop(
-    x: Tensor, mask: Tensor | None, bbox: Tensor | None, gen: torch.Generator, scale: float = BBOX_CROP_SCALE
+def no_augmentation(x: Tensor, mask: Tensor | None, bbox: Tensor | None, gen: torch.Generator, pad: int | None = None):
+    """The batch unchanged."""
+    return x, mask, bbox
+
+
+def flip(x: Tensor, mask: Tensor | None, bbox: Tensor | None, gen: torch.Generator, pad: int | None = None):
+    """A random half of the batch mirrored left-right."""
+    return random_flip(x, mask, bbox, gen)
+
+
+def crop_flip(x: Tensor, mask: Tensor | None, bbox: Tensor | None, gen: torch.Generator, pad: int | None = None):
+    """Pad with zeros by ``pad`` pixels (None: an eighth of the side, 4 on CIFAR), crop back, then flip."""
+    return _pad_crop_flip(x, mask, bbox, gen, pad, "zeros")
+
+
+def crop_flip_reflect(
+    x: Tensor, mask: Tensor | None, bbox: Tensor | None, gen: torch.Generator, pad: int | None = None
 ):
-    """Enlarge by ``scale`` and crop back to the input size at a random position that keeps part of
-    the foreground box (CFGen's ``Resize(256) + RandomCrop(224)`` whose crop must contain at least
-    one pixel of a box). Images without a box (x1 <= x0) are cropped anywhere. The mask is
-    resized bilinearly and binarised (> 0: slightly dilated, as the reference's ceil)."""
-    n, _, h, w = x.shape
-    big_h, big_w = round(h * scale), round(w * scale)
-    x = F.interpolate(x, size=(big_h, big_w), mode="bilinear", align_corners=False)
-    if mask is not None:
-        mask = (F.interpolate(mask, size=(big_h, big_w), mode="bilinear", align_corners=False) > 0).to(x.dtype)
-    lo_i = torch.zeros(n, dtype=torch.long, device=x.device)
-    lo_j = torch.zeros_like(lo_i)
-    hi_i = torch.full_like(lo_i, big_h - h)
-    hi_j = torch.full_like(lo_i, big_w - w)
-    if bbox is not None:
-        factor = torch.tensor([big_w / w, big_h / h, big_w / w, big_h / h], device=bbox.device)
-        bbox = (bbox.to(x.device).float() * factor).round().long()
-        has = (bbox[:, 2] > bbox[:, 0]) & (bbox[:, 3] > bbox[:, 1])
-        # The crop [i, i + h) must overlap [y0, y1): i > y0 - h and i < y1 (likewise for columns).
-        lo_i = torch.where(has, (bbox[:, 1] - h + 1).clamp(min=0), lo_i)
-        lo_j = torch.where(has, (bbox[:, 0] - w + 1).clamp(min=0), lo_j)
-        hi_i = torch.where(has, torch.minimum(bbox[:, 3] - 1, hi_i), hi_i)
-        hi_j = torch.where(has, torch.minimum(bbox[:, 2] - 1, hi_j), hi_j)
-    u = torch.rand(2, n, device=x.device, generator=gen)
-    top = lo_i + (u[0] * (hi_i - lo_i + 1).float()).long().clamp(max=(hi_i - lo_i).clamp(min=0))
-    left = lo_j + (u[1] * (hi_j - lo_j + 1).float()).long().clamp(max=(hi_j - lo_j).clamp(min=0))
-    x = crop_at(x, top, left, h, w)
-    if mask is not None:
-        mask = crop_at(mask, top, left, h, w)
-    if bbox is not None:
-        bbox = _shift_boxes(bbox, -left, -top, w, h)
-    return x, mask, bbox
+    """The same with the border mirrored (torchvision's ``padding_mode='reflect'``)."""
+    return _pad_crop_flip(x, mask, bbox, gen, pad, "reflect")
+
+
+def _pad_crop_flip(x, mask, bbox, gen, pad, padding_mode):
+    pad = max(1, x.shape[-1] // 8) if pad is None else pad
+    x, mask, bbox = random_translate(x, mask, bbox, gen, pad=pad, padding_mode=padding_mode)
+    return random_flip(x, mask, bbox, gen)
 
 
 def augment(
     kind: str, x: Tensor, mask: Tensor | None, bbox: Tensor | None, gen: torch.Generator, pad: int | None = None
 ):
-    """Apply augmentation ``kind`` to a float batch (and its masks and boxes).
+    """Apply the registered augmentation ``kind`` to a float batch (and its masks and boxes)."""
+    from robust.registry import get_registry
 
-    ``pad``: the padding of ``crop_flip`` (zeros) and ``crop_flip_reflect`` (mirrored border) in
-    pixels; None = an eighth of the image side (4 on CIFAR).
-    """
     if kind == "none":
         return x, mask, bbox
-    if kind == "bbox_crop_flip":
-        x, mask, bbox = bbox_random_crop(x, mask, bbox, gen)
-    elif kind in CROP_PADDING_MODES:
-        pad = max(1, x.shape[-1] // 8) if pad is None else pad
-        x, mask, bbox = random_translate(x, mask, bbox, gen, pad=pad, padding_mode=CROP_PADDING_MODES[kind])
-    return random_flip(x, mask, bbox, gen)
+    return get_registry().get("augmentation", kind).load()(x, mask, bbox, gen, pad=pad)

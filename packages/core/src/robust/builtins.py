@@ -1,4 +1,4 @@
-"""The core's own plugin: ERM, the base models, losses and infills, registered through the same hooks
+"""The core's own plugin: ERM, Group DRO, the base models, the loss, the augmentations and `frac`, registered through the same hooks
 as any third-party plugin (as pytest registers its built-ins). Torch-free: references only.
 """
 
@@ -74,33 +74,29 @@ def register_losses(register):
     )
 
 
-_INFILLS = {
-    "mean": ("mean_infill", "Fill with the dataset mean colour (0 in normalised space)."),
-    "random": ("random_infill", "Fill with a random colour per image plus Gaussian pixel noise (CFGen)."),
-    "shuffle": ("shuffle_infill", "Fill with a random permutation of all values of the batch (CFGen)."),
-    "tile": ("tile_infill", "Fill with the longest full-background row or column strip, tiled (CFGen)."),
-    "mrand": ("mrand_infill", "Factual: tiled background of a random other-class image in the batch (CFGen)."),
-    "fgsm": ("fgsm_infill", "Factual: adversarial background, one FGSM step from a random start (CFGen)."),
-    "cagan": ("cagan_infill", "Fill with the dataset's pre-computed CA-GAN counterfactual images (CFGen)."),
+_AUGMENTATIONS = {
+    "none": ("no_augmentation", "No augmentation."),
+    "flip": ("flip", "A random half of the batch mirrored left-right."),
+    "crop_flip": ("crop_flip", "Zero-padded random crop (pad = an eighth of the side, or the dataset's), then flip."),
+    "crop_flip_reflect": (
+        "crop_flip_reflect",
+        "The same with a mirrored border (torchvision's padding_mode='reflect').",
+    ),
 }
 
 
 @hookimpl
-def register_infills(register):
-    for name, (function, description) in _INFILLS.items():
-        register(name, f"robust.infill:{function}", description=description)
+def register_augmentations(register):
+    for name, (function, description) in _AUGMENTATIONS.items():
+        register(name, f"robust.augment:{function}", description=description)
 
 
 @hookimpl
-def register_mask_providers(register):
+def register_dataset_transforms(register):
     register(
-        "deeplabv3",
-        "robust.segmentation_masks:SegmentationMasks",
-        description="Foreground = not background of torchvision's DeepLabV3-ResNet50 (COCO, VOC classes); "
-        "weights from torchvision's cache or dataset.mask_weights.",
-    )
-    register(
-        "deeplabv3-mobilenet",
-        "robust.segmentation_masks:MobileNetSegmentationMasks",
-        description="The same with the MobileNetV3-Large backbone: about 11x cheaper on a CPU.",
+        "frac",
+        "robust.fraction:keep_fraction",
+        config="robust.fraction:FractionOptions",
+        order=0,
+        description="Keep a stratified fraction of every split (dataset.frac), drawn with dataset.protocol_seed.",
     )

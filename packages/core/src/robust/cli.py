@@ -19,7 +19,6 @@ import click
 
 from robust import __version__
 from robust.errors import RobustError
-from robust.sweep import SlurmOptions, executor_options
 
 
 class RobustGroup(click.Group):
@@ -69,8 +68,9 @@ def cli() -> None:
 
     \b
     Quick tour:
-      robust list                          methods, datasets, models, losses, infills, mask providers, plugins
+      robust list                          methods, datasets, models, losses, transforms, plugins...
       robust info erm                      a method's options, defaults and presets
+      robust info train                    the engine's options (with those plugins add)
       robust run erm --dataset synthetic-waterbirds --epochs 5
       robust report runs/                  mean ± std over seeds
     """
@@ -84,11 +84,14 @@ KIND_NAMES = {
     "infills": "infill",
     "mask-providers": "mask_provider",
     "dataset-transforms": "dataset_transform",
+    "augmentations": "augmentation",
+    "batch-transforms": "batch_transform",
+    "options": "options",
 }
 # How `robust info` prefixes a kind's options in --set.
-OPTION_PREFIX = {"method": "", "dataset_transform": "dataset."}
+OPTION_PREFIX = {"method": "", "dataset_transform": "dataset.", "batch_transform": "train.", "options": "train."}
 # Kinds registered as plain functions: their keyword arguments after these positional ones are the options.
-FUNCTION_KINDS = {"infill": 3, "mask_provider": 1}
+FUNCTION_KINDS = {"infill": 3, "mask_provider": 1, "augmentation": 5}
 
 
 @cli.command("list")
@@ -153,7 +156,8 @@ def list_command(kind: str, pattern: str | None, as_json: bool) -> None:
     "--kind", type=click.Choice(list(KIND_NAMES.values())), help="Which kind, when a name is registered as several."
 )
 def info(name: str, kind: str | None) -> None:
-    """Show a method, dataset, model, loss, infill or mask provider: its package, options, presets."""
+    """Show anything registered (a method, dataset, model, loss, transform...): its package, options, presets.
+    `robust info train` shows the engine's options."""
     from rich.console import Console
     from rich.table import Table
 
@@ -162,6 +166,16 @@ def info(name: str, kind: str | None) -> None:
     from robust.plugins import plugin_distribution
     from robust.registry import get_registry
 
+    if name == "train" and kind is None:
+        from robust.plugin_options import train_config_model
+
+        table = Table(title="engine options (--set train.KEY=VALUE, or KEY=VALUE when no method option has the name)")
+        for col in ("option", "type", "default", "description"):
+            table.add_column(col)
+        for row in schema_rows(train_config_model()):
+            table.add_row(*row)
+        Console().print(table)
+        return
     registry = get_registry()
     kinds = [kind] if kind else list(KIND_NAMES.values())
     entries = [e for k in kinds if (e := registry.find(k, name)) is not None]
@@ -196,7 +210,7 @@ def info(name: str, kind: str | None) -> None:
         )
         for col in ("option", "type", "default", "description"):
             table.add_column(col)
-        for row in schema_rows(entry.load_config()):
+        for row in schema_rows(entry.load() if entry.kind == "options" else entry.load_config()):
             table.add_row(*row)
         console.print(table)
         if entry.kind == "dataset":
@@ -206,13 +220,8 @@ def info(name: str, kind: str | None) -> None:
                 if t.load_config() is not None
             ]
             console.print(
-                "every dataset also takes the protocol options (--set dataset.KEY=VALUE): frac, meta_per_class, "
-                "imb_factor, noise, noise_ratio, protocol_seed, mask_provider, mask_weights, groups (see robust/protocols.py)"
-                + (
-                    f"; and the options of the installed dataset transforms ({'; '.join(transforms)})"
-                    if transforms
-                    else ""
-                )
+                "every dataset also takes the options of the installed dataset transforms (--set dataset.KEY=VALUE): "
+                + "; ".join(transforms)
             )
         if entry.kind == "method":
             target = entry.load()
@@ -383,87 +392,6 @@ def _launch_processes(nproc: int) -> None:
     except ChildFailedError as exc:
         codes = sorted({failure.exitcode for failure in exc.failures.values()})
         raise SystemExit(codes[0] if len(codes) == 1 and codes[0] > 0 else 1) from None
-
-
-@cli.command()
-@click.option("--from", "from_run", required=True, metavar="RUN_DIR", help="A finished run (usually ERM).")
-@click.option("--dataset", "-d", help="The run's dataset (checked; default: the run's).")
-@click.option("--clusters-per-class", "-k", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--splits", default="train,val", show_default=True, help="Splits to infer groups of (train first).")
-@click.option("--checkpoint", default="last", show_default=True, help="last, a selection rule, or phase-NAME.")
-@click.option("--out", "-o", type=click.Path(dir_okay=False), help="CSV to write (default RUN_DIR/groups.csv).")
-@click.option("--seed", type=int, default=1, show_default=True, help="k-means seed.")
-@click.option("--restarts", type=click.IntRange(min=1), default=10, show_default=True, help="k-means restarts.")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--data-root", type=click.Path(file_okay=False), help="Where datasets live (default $ROBUST_DATA).")
-def discover(
-    from_run: str,
-    dataset: str | None,
-    clusters_per_class: int,
-    splits: str,
-    checkpoint: str,
-    out: str | None,
-    seed: int,
-    restarts: int,
-    device: str,
-    data_root: str | None,
-) -> None:
-    """Infer groups nobody annotated: cluster a trained model's representations per class, write them
-    as a CSV that any run reads with --set dataset.groups=FILE, and score them against true groups."""
-    from contextlib import nullcontext
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from robust.discovery import discover_from_run, discovery_outputs, write_discovery
-    from robust.results import check_output, run_root
-    from robust.runlock import RunLock
-
-    path = Path(out) if out else Path(from_run) / "groups.csv"
-    for written in discovery_outputs(path):  # before any work: never over another command's file
-        check_output(written, "robust discover")
-    root = run_root(path)  # writing into a run directory: as its one writer, for the time it takes
-    with RunLock(root, "robust discover") if root is not None else nullcontext():
-        found = discover_from_run(
-            from_run,
-            dataset=dataset,
-            checkpoint=checkpoint,
-            num_clusters=clusters_per_class,
-            splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
-            device=device,
-            seed=seed,
-            restarts=restarts,
-            data_root=data_root,
-        )
-        write_discovery(path, found)
-    table = Table(title=f"inferred groups ({clusters_per_class} per class)")
-    for column in ("split", "samples", "group sizes", "ARI", "purity", "worst-group recall"):
-        table.add_column(column, justify="left" if column in ("split", "group sizes") else "right")
-    for name, entry in found.report()["splits"].items():
-        match = entry.get("agreement_with_true_groups")
-        scores = [f"{match[k]:.3f}" for k in ("ari", "purity", "worst_group_recall")] if match else ["—"] * 3
-        table.add_row(name, str(entry["samples"]), " ".join(map(str, entry["group_sizes"])), *scores)
-    Console().print(table)
-    click.echo(f"Wrote {path} (and {path.with_suffix('.json').name}). Use it: --set dataset.groups={path}")
-
-
-@cli.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
-@click.option(
-    "--out", required=True, type=click.Path(file_okay=False), help="Sweep directory (launch again to resume)."
-)
-@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
-@executor_options
-def sweep(spec: str, out: str, executor: str, parallel: int, slurm: SlurmOptions) -> None:
-    """Run the grid of SPEC (TOML: methods, datasets, seeds, [set], [grid]) as ordinary runs under OUT with
-    submitit: local processes or Slurm array jobs (requeued on preemption, resuming from checkpoints). Runs
-    that finished are skipped, interrupted ones resume: launch the same command again after a failure."""
-    from robust.sweep import SweepSpec, launch
-
-    outcomes = launch(
-        SweepSpec.from_toml(spec), Path(out), executor=executor, parallel=parallel, slurm=slurm, progress=click.echo
-    )
-    click.echo(f"{len(outcomes)} runs this time; sweep directory: {out}")
 
 
 @cli.command()

@@ -60,18 +60,10 @@ class TrainConfig(Options):
         ge=1,
         description="Checkpoint every N steps (resumable mid-epoch) instead of after each epoch.",
     )
-    augment: Literal["none", "flip", "crop_flip", "crop_flip_reflect", "bbox_crop_flip"] | None = Field(
+    augment: str | None = Field(
         None,
-        description="Training augmentation on the device; None = the dataset's (crop_flip: zero-padded crop and "
-        "flip; crop_flip_reflect: the same with a mirrored border, as torchvision's padding_mode='reflect'; "
-        "bbox_crop_flip: CFGen's resize to 256/224 and a random crop that keeps part of the foreground box, plus "
-        "flips).",
-    )
-    input_noise: float = Field(
-        0.0,
-        ge=0,
-        description="Std of Gaussian noise added to every training image, in pixel units of [0, 1], fresh for each "
-        "batch, not clipped (a mitigation of rare spurious correlations; 0 = off).",
+        description="Training augmentation on the device, a registered one (`robust list augmentations`: none, "
+        "flip, crop_flip, crop_flip_reflect, and those plugins add); None = the dataset's.",
     )
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto", description="Mixed precision: auto = bf16 on GPUs that support it, fp16 otherwise, off on CPU."
@@ -94,9 +86,6 @@ class TrainConfig(Options):
         None,
         description="Start the classifier from the one another run trained (RUN_DIR, or RUN_DIR:CHECKPOINT with "
         "CHECKPOINT last, a selection rule or phase-NAME): fine-tuning, continued training.",
-    )
-    tensorboard: bool = Field(
-        False, description="Write metrics to RUN_DIR/tensorboard (needs the tensorboard package)."
     )
 
 
@@ -241,19 +230,27 @@ def nest(path: list[str], value: Any) -> dict[str, Any]:
     return tree
 
 
-def route_set_key(path: list[str], method_fields: set[str]) -> list[str]:
-    """Where an unprefixed ``--set`` key goes: method options, then engine, then top level."""
-    if path[0] in SECTIONS or path[0] in TOP_LEVEL_KEYS:
+def route_set_key(
+    path: list[str],
+    method_fields: set[str],
+    train_fields: set[str] | None = None,
+    sections: tuple[str, ...] = (),
+) -> list[str]:
+    """Where an unprefixed ``--set`` key goes: method options, then engine (with the plugins' ``train.*``
+    options, ``train_fields``), then top level; ``sections`` are the plugins' own sections."""
+    train_fields = set(TrainConfig.model_fields) if train_fields is None else train_fields
+    if path[0] in SECTIONS or path[0] in TOP_LEVEL_KEYS or path[0] in sections:
         return path
     if path[0] in method_fields:
         return ["method", *path]
-    if path[0] in TrainConfig.model_fields:
+    if path[0] in train_fields:
         return ["train", *path]
     raise ConfigError(
         f"Unknown option {'.'.join(path)!r}. Valid unprefixed keys are the method's options "
         f"({', '.join(sorted(method_fields)) or 'none'}), the engine's "
-        f"({', '.join(TrainConfig.model_fields)}) and {', '.join(TOP_LEVEL_KEYS)}; prefix with "
-        "dataset. or model. for those sections. `robust info NAME` lists each section's options."
+        f"({', '.join(sorted(train_fields))}) and {', '.join(TOP_LEVEL_KEYS)}; prefix with "
+        f"dataset. or model.{''.join(f' or {s}.' for s in sections)} for those sections. `robust info NAME` lists "
+        "each section's options."
     )
 
 

@@ -247,3 +247,32 @@ class DatasetBundle:
         """Splits evaluated after training epochs: val first, then test, then the rest."""
         rest = [s for s in self.splits if s not in ("train", "val", "test")]
         return ["val", "test", *rest]
+
+
+def replace_splits(
+    bundle: DatasetBundle,
+    splits: dict[str, Split] | None = None,
+    aux: dict[str, Split] | None = None,
+    *,
+    transform_options: dict[str, Any] | None = None,
+    recount: bool = True,
+    **info_changes: Any,
+) -> DatasetBundle:
+    """A new bundle with ``splits`` / ``aux`` replaced (what a dataset transform returns).
+
+    ``train_group_counts`` follows the new training split (``recount=False``: stays, for a transform that
+    replaces the groups but not the samples); ``transform_options`` are merged into
+    ``info.extra["dataset_transforms"]`` (the record of the transforms' options, in summary.json)."""
+    import dataclasses
+
+    splits = dict(bundle.splits if splits is None else splits)
+    counts = bundle.info.train_group_counts
+    train = splits["train"]
+    if recount and train.groups is not None and counts:
+        counts = torch.bincount(train.groups, minlength=len(counts)).tolist()
+    extra = dict(bundle.info.extra)
+    if transform_options:
+        extra["dataset_transforms"] = {**extra.get("dataset_transforms", {}), **transform_options}
+    info = dataclasses.replace(bundle.info, train_group_counts=counts, extra={**extra, **info_changes.pop("extra", {})})
+    info = dataclasses.replace(info, **info_changes)
+    return dataclasses.replace(bundle, info=info, splits=splits, aux=dict(bundle.aux if aux is None else aux))

@@ -9,11 +9,12 @@ it trains data-parallel over the processes (:mod:`robust.distributed`); only ran
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from robust.loader import BatchLoader
 from robust.method import Method, MethodContext, Phase
 from robust.metrics import accuracy_metrics, macro_auc
 from robust.models.classifier import build_registered_model
+from robust.plugin_options import active_batch_transforms
 from robust.plugins import plugin_distribution, pm
 from robust.registry import get_registry
 from robust.resolve import Resolved
@@ -71,6 +73,11 @@ class Run:
         self.resolved = resolved
         self.config = resolved.config
         self.train_config = self.config.train
+        # Plugins' batch transforms the config switched on (input noise...): each is f(x, generator).
+        self._batch_transforms = tuple(
+            functools.partial(_apply_batch_transform, function, options)
+            for _, function, options in active_batch_transforms(self.train_config)
+        )
         self.run_dir = RunDir(out)
         self.resume = resume
         self.rerun = rerun
@@ -245,7 +252,13 @@ class Run:
         return entry.load()(config_cls.model_validate(options) if config_cls is not None else None)
 
     def _loader(
-        self, split: str, batch_size: int, *, expose_groups: bool, augmentation: str = "none", input_noise: float = 0.0
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        expose_groups: bool,
+        augmentation: str = "none",
+        batch_transforms: tuple[Callable[[Tensor, torch.Generator], Tensor], ...] = (),
     ) -> BatchLoader:
         if split not in self.data.splits:
             raise ConfigError(
@@ -260,7 +273,7 @@ class Run:
             expose_groups=expose_groups,
             data_on_device=self.train_config.data_on_device,
             num_workers=self.train_config.num_workers,
-            input_noise=input_noise,
+            batch_transforms=batch_transforms,
         )
 
     def batches(self, split: str = "train", *, batch_size: int | None = None) -> Iterator[Batch]:
@@ -276,7 +289,7 @@ class Run:
     def group_agreement(self, assignment: Tensor, split: str = "train") -> dict[str, float] | None:
         """How well ``assignment`` (one id per sample of ``split``: clusters, inferred groups) matches
         the true groups, without handing the groups to the method (None when the data has none)."""
-        from robust.clustering import agreement
+        from robust.metrics import agreement
 
         groups = self._all_data.splits[split].groups
         return None if groups is None else agreement(assignment.cpu(), groups)
@@ -367,7 +380,7 @@ class Run:
                 batch_size,
                 expose_groups=self.protocol.gives(phase.split),
                 augmentation=augmentation,
-                input_noise=self.train_config.input_noise,
+                batch_transforms=self._batch_transforms,
             )
         return self._train_loaders[key]
 
@@ -772,3 +785,9 @@ def _means(sums: dict[str, Tensor], count: int) -> dict[str, float]:
 
 def _format_logs(sums: dict[str, Tensor], count: int) -> str:
     return " ".join(f"{key}={value:.4g}" for key, value in _means(sums, count).items() if math.isfinite(value))
+
+
+def _apply_batch_transform(
+    function: Callable[..., Tensor], options: Any, x: Tensor, generator: torch.Generator
+) -> Tensor:
+    return function(x, generator, options)

@@ -79,10 +79,10 @@ def register_infills(register: Register) -> None:
 
     Call ``register(name, "pkg.module:function", description=...)``. The function is called as
     ``op(x, keep, ctx, **options)``: ``x`` normalised images ``(N, C, H, W)``, ``keep`` a ``(N, 1, H, W)``
-    mask in {0, 1} (1 = keep the pixel, 0 = fill it), ``ctx`` a ``robust.infill.InfillContext``
+    mask in {0, 1} (1 = keep the pixel, 0 = fill it), ``ctx`` a ``robust_counterfactual.infill.InfillContext``
     (normalisation, generator, labels, model, precomputed images). It returns
     ``x * keep + fill * (1 - keep)`` with kept pixels bit-identical to ``x``, drawing all randomness
-    from ``ctx.generator``. Methods look operators up with ``robust.infill.apply_infill``.
+    from ``ctx.generator``. Methods look operators up with ``robust_counterfactual.infill.apply_infill``.
     """
 
 
@@ -110,6 +110,45 @@ def register_dataset_transforms(register: Register) -> None:
     the core calls ``function(bundle, options)`` after loading (and after the core's protocol
     options) and uses the ``DatasetBundle`` it returns. Planting a pattern into a few training
     images is one (robust-rare).
+    """
+
+
+@hookspec
+def register_augmentations(register: Register) -> None:
+    """Register training augmentations: the values ``train.augment`` accepts.
+
+    Call ``register(name, "pkg.module:function", description=...)``. The function is called on each
+    training batch, on the device, as ``function(x, mask, bbox, generator, pad=None)`` with ``x`` the
+    normalised images ``(N, C, H, W)``, ``mask`` their foreground masks ``(N, 1, H, W)`` in [0, 1] or
+    None, ``bbox`` boxes ``(N, 4)`` (x0, y0, x1, y1) or None, and ``pad`` the dataset's crop padding;
+    it returns ``(x, mask, bbox)`` moved together (a crop crops the mask and shifts the box) and draws
+    all randomness from ``generator``. The core registers ``none``, ``flip``, ``crop_flip`` and
+    ``crop_flip_reflect``.
+    """
+
+
+@hookspec
+def register_batch_transforms(register: Register) -> None:
+    """Register batch transforms: changes to every training batch that a run switches on by option.
+
+    Call ``register(name, "pkg.module:function", config="pkg.module:Options", description=...)``.
+    The fields of ``Options`` (a pydantic model) become engine options (``--set train.KEY=VALUE``);
+    when a run sets any of them away from its default, the engine calls
+    ``function(x, generator, options)`` on each training batch after the augmentation and uses the
+    images it returns (never on evaluation batches). Gaussian input noise is one (robust-rare).
+    """
+
+
+@hookspec
+def register_options(register: Register) -> None:
+    """Register options that a plugin owns and reads itself (a logger's switch, a monitor's interval).
+
+    Call ``register(name, "pkg.module:Options", section="train", description=...)``: the fields of the
+    pydantic model ``Options`` become ``train.*`` options (``section="train"``, the default) or a
+    section of their own (``section=NAME``: ``[NAME]`` in TOML, ``--set NAME.KEY=VALUE``), validated
+    with the rest of the run's configuration and listed by ``robust info train``. The plugin reads
+    them from ``run.config`` (``run.config.train.KEY``, ``getattr(run.config, NAME)``). A field name
+    another plugin or the engine already owns is refused.
     """
 
 

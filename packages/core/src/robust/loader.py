@@ -8,7 +8,7 @@ order (a tensor of indices), so that samplers, resampling and mid-epoch resume a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -65,10 +65,10 @@ class BatchLoader:
         expose_groups: bool = True,
         data_on_device: str = "auto",
         num_workers: int = 2,
-        input_noise: float = 0.0,
+        batch_transforms: Sequence[Callable[[Tensor, torch.Generator], Tensor]] = (),
     ) -> None:
         self.split = split
-        self.input_noise = input_noise
+        self.batch_transforms = tuple(batch_transforms)
         self.device = device
         self.batch_size = batch_size
         self.augmentation = augmentation
@@ -168,8 +168,9 @@ class BatchLoader:
         bbox = self.bboxes[index] if self.bboxes is not None else None
         if generator is not None and self.augmentation != "none":
             x, mask, bbox = augment(self.augmentation, x, mask, bbox, generator, pad=self.crop_padding)
-        if generator is not None and self.input_noise > 0:  # training batches only
-            x.add_(torch.randn(x.shape, device=x.device, generator=generator), alpha=self.input_noise)
+        if generator is not None:  # training batches only
+            for transform in self.batch_transforms:
+                x = transform(x, generator)
         x = x.sub_(self.mean).div_(self.std)  # in place: no extra full-batch float tensors
         return Batch(
             x=x,

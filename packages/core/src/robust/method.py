@@ -83,7 +83,7 @@ class MethodContext:
     #: ``group_agreement(assignment, split="train")``: how inferred groups match the true ones (ARI,
     #: purity, worst-group recall), or None; the true groups themselves may be withheld.
     group_agreement: Callable[..., dict[str, float] | None] = lambda assignment, split="train": None
-    #: What the run explicitly leaves out of the method's paper (:mod:`robust.fidelity`): written to
+    #: What the run explicitly leaves out of the method's paper (:mod:`robust_counterfactual.fidelity`): written to
     #: summary.json, marked by ``robust report``, never compared with the paper.
     opt_outs: list[dict[str, str]] = field(default_factory=list)
 

@@ -1,4 +1,5 @@
-"""Named things plugins provide (methods, datasets, models, losses, infills, mask providers), looked up by name.
+"""Named things plugins provide (methods, datasets, models, losses, infills, mask providers, dataset
+transforms, augmentations, batch transforms, options), looked up by name.
 
 Built from the ``register_*`` hooks on first use; it also holds the papers' headline numbers
 (``register_paper_results``, see :mod:`robust.papers`). Entries hold lazy references
@@ -27,6 +28,9 @@ KINDS: dict[str, str] = {
     "infill": "register_infills",
     "mask_provider": "register_mask_providers",
     "dataset_transform": "register_dataset_transforms",
+    "augmentation": "register_augmentations",
+    "batch_transform": "register_batch_transforms",
+    "options": "register_options",
 }
 
 

@@ -84,7 +84,7 @@ class Row:
     options: dict[str, Any] = field(default_factory=dict)
     protocol: dict[str, Any] = field(default_factory=dict)
     by_rule: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
-    #: The runs' opt-outs of their paper's mechanism (``allow_no_masks: ...``, :mod:`robust.fidelity`).
+    #: The runs' opt-outs of their paper's mechanism (``allow_no_masks: ...``, :mod:`robust_counterfactual.fidelity`).
     opt_outs: list[str] = field(default_factory=list)
 
     def mean_std(self, metric: str) -> tuple[float, float] | None:

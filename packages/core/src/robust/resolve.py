@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from robust.config import (
     RunConfig,
-    TrainConfig,
     deep_merge,
     describe_validation_error,
     load_toml,
@@ -23,9 +22,10 @@ from robust.config import (
     route_set_key,
     validate_section,
 )
+from robust.datasets import resolve_dataset_name
 from robust.errors import ConfigError, RobustError
-from robust.plugins import pm
-from robust.registry import Entry, Registry, get_registry
+from robust.plugin_options import plugin_sections, run_config_model, train_config_model
+from robust.registry import Entry, get_registry
 
 DEFAULT_MODEL = "cnn"
 
@@ -38,18 +38,6 @@ class Resolved:
     method: Entry
     dataset: Entry
     model: Entry
-
-
-def resolve_dataset_name(registry: Registry, name: str) -> tuple[Entry, dict[str, Any]]:
-    """A registered dataset, or one a plugin's ``resolve_dataset`` hook recognises."""
-    entry = registry.find("dataset", name)
-    if entry is not None:
-        return entry, {}
-    answer = pm.hook.resolve_dataset(name=name)
-    if answer is not None:
-        resolved_name, options = answer
-        return registry.get("dataset", resolved_name), dict(options)
-    return registry.get("dataset", name), {}  # raises UnknownNameError (naming plugins that failed to load)
 
 
 def resolve_run_config(
@@ -97,9 +85,12 @@ def _resolve(
     method_fields = set(method_config.model_fields) if method_config is not None else set()
 
     user: dict[str, Any] = deep_merge(_strip_record(base or {}), load_toml(config_file) if config_file else {})
+    train_model = train_config_model()
+    own_sections = plugin_sections()
     for item in sets:
         path, value = parse_set(item)
-        user = deep_merge(user, nest(route_set_key(path, method_fields), value))
+        route = route_set_key(path, method_fields, set(train_model.model_fields), own_sections)
+        user = deep_merge(user, nest(route, value))
     for section in ("method", "dataset", "model", "train"):
         if section in user and not isinstance(user[section], dict):
             raise ConfigError(
@@ -109,7 +100,7 @@ def _resolve(
     for key, value in (flags or {}).items():
         if value is None:
             continue
-        if key in TrainConfig.model_fields:
+        if key in train_model.model_fields:
             flag_tree = deep_merge(flag_tree, {"train": {key: value}})
         else:
             flag_tree[key] = value
@@ -160,46 +151,51 @@ def _resolve(
     for section, entry in (("method", method_entry), ("dataset", dataset_entry), ("model", model_entry)):
         options = {k: v for k, v in tree.get(section, {}).items() if k != "name"}
         generic: dict[str, Any] = {}
-        if section == "dataset":  # protocol options every dataset accepts (frac, imb_factor, noise...)
-            options, generic = _protocol_options(entry, options)
+        if section == "dataset":  # options every dataset accepts: the registered dataset transforms'
+            options, generic = _transform_options(entry, options)
         try:
             own = validate_section(section, entry.name, options, entry.load_config())
         except ConfigError as exc:
             if section != "dataset":
                 raise
+            from robust.datasets import transform_keys
+
             raise ConfigError(
-                f"{exc} Every dataset also accepts the protocol options frac, meta_per_class, imb_factor, noise, "
-                "noise_ratio and protocol_seed."
+                f"{exc} Every dataset also accepts the options of the registered dataset transforms: "
+                f"{', '.join(sorted(transform_keys()))} (`robust list dataset-transforms`)."
             ) from None
         sections[section] = {"name": entry.name, **own, **generic}
     top = {k: v for k, v in tree.items() if k not in ("method", "dataset", "model")}
+    model = run_config_model()
     try:
-        config = RunConfig.model_validate({**top, **sections})
+        config = model.model_validate({**top, **sections})
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error("the run", exc, RunConfig)) from None
+        raise ConfigError(describe_validation_error("the run", exc, model)) from None
+    if config.train.augment is not None:
+        check_augmentation(config.train.augment)
     return Resolved(config, method_entry, dataset_entry, model_entry)
 
 
-def _protocol_options(entry: Entry, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split off and validate the generic options the dataset does not own: the core's protocol
-    options and those of the registered dataset transforms."""
-    from robust.datasets import split_transform_options
-    from robust.protocols import ProtocolOptions, split_protocol_options
+def check_augmentation(kind: str) -> str:
+    """``kind`` when an augmentation of that name is registered, else a clear error."""
+    registry = get_registry()
+    if registry.find("augmentation", kind) is None:
+        raise ConfigError(
+            f"Unknown augmentation {kind!r} (train.augment); expected one of {', '.join(registry.names('augmentation'))} "
+            "(`robust list augmentations`). Plugins add more: bbox_crop_flip comes with robust-counterfactual."
+        )
+    return kind
+
+
+def _transform_options(entry: Entry, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split off and validate the options of the registered dataset transforms that the dataset does
+    not own itself."""
+    from robust.datasets import split_transform_options, validate_transform_options
 
     config_cls = entry.load_config()
     fields = set(config_cls.model_fields) if config_cls is not None else set()
-    options, transforms = split_transform_options(options, fields)
-    own, generic = split_protocol_options(options, fields)
-    checked: dict[str, Any] = {}
-    models = [(ProtocolOptions, generic, f"dataset {entry.name!r}")] if generic else []
-    models += [(t.load_config(), given, f"dataset transform {t.name!r}") for t, given in transforms]
-    for model, given, what in models:
-        try:
-            validated = model.model_validate(given)
-        except ValidationError as exc:
-            raise ConfigError(describe_validation_error(what, exc, model)) from None
-        checked.update(validated.model_dump(mode="json", exclude_unset=True))
-    return own, checked
+    own, transforms = split_transform_options(options, fields)
+    return own, validate_transform_options(entry.name, transforms)
 
 
 def _dataset_options(entry: Entry, given: dict[str, Any]) -> dict[str, Any]:
@@ -208,7 +204,7 @@ def _dataset_options(entry: Entry, given: dict[str, Any]) -> dict[str, Any]:
     config_cls = entry.load_config()
     if config_cls is None:
         return {}
-    # Only the dataset's own keys: protocol and transform options (mask_provider, frac, ...) are not its
+    # Only the dataset's own keys: transform options (mask_provider, frac, ...) are not its
     # fields, and validating them here would make every run that gives one lose its preset.
     own = {k: v for k, v in given.items() if k in config_cls.model_fields}
     try:

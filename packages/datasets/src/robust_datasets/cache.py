@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from robust.atomic import atomic_write
-from robust.errors import DataError
+from robust.api import DataError, atomic_write
 
 logger = logging.getLogger(__name__)
 

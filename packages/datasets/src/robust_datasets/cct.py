@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
-from robust.errors import DataError
+from robust.api import DataError
 from robust_datasets.h5cache import cached_dataset
 from robust_datasets.imagefiles import ImageFileSplit, Resize, decode_image, in_memory
 from robust_datasets.missing import missing_dataset
@@ -54,7 +54,7 @@ from robust_datasets.options import NormalizedImageConfig
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch import Tensor
 
-    from robust.data import DatasetBundle
+    from robust.api import DatasetBundle
 
 SOURCE = (
     "lila.science/datasets/caltech-camera-traps (ECCV 2018 subset: eccv_18_all_images_sm.tar.gz and "
@@ -181,7 +181,7 @@ def load(config: CCTConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
     """CCT ECCV'18 from ``DATA_ROOT/cct`` (or ``config.root``)."""
     import torch
 
-    from robust.data import DatasetBundle, DatasetInfo
+    from robust.api import DatasetBundle, DatasetInfo
 
     if not isinstance(config, CCTConfig):
         config = CCTConfig.model_validate(config)

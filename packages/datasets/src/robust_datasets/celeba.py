@@ -35,16 +35,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from robust.errors import DataError
+from robust.api import DataError
 from robust_datasets.csvfiles import read_csv
 from robust_datasets.h5cache import cached_dataset
 from robust_datasets.imagefiles import ImageFileSplit, Resize, in_memory
 from robust_datasets.missing import missing_dataset
 from robust_datasets.options import ImageDatasetConfig
-from robust_datasets.plugin import CELEBA_SOURCE
+from robust_datasets.sources import CELEBA_SOURCE
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from robust.data import DatasetBundle
+    from robust.api import DatasetBundle
 
 NAME = "celeba"
 IMAGES = "img_align_celeba"
@@ -265,7 +265,7 @@ def build(config: CelebAConfig | dict[str, Any], data_root: Path) -> DatasetBund
     """CelebA from ``img_align_celeba`` and the attribute and partition files."""
     import torch
 
-    from robust.data import DatasetBundle, DatasetInfo
+    from robust.api import DatasetBundle, DatasetInfo
 
     if not isinstance(config, CelebAConfig):
         config = CelebAConfig.model_validate(config)

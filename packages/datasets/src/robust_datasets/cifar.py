@@ -54,15 +54,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from robust import protocols
-from robust.config import DatasetConfig
-from robust.errors import ConfigError, DataError
+from robust.api import ConfigError, DataError, DatasetConfig
+from robust_datasets import protocols
 from robust_datasets.missing import missing_dataset
-from robust_datasets.plugin import CIFAR_SOURCE
 from robust_datasets.safe_pickle import load_pickle
+from robust_datasets.sources import CIFAR_SOURCE
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from robust.data import ArraySplit, DatasetBundle
+    from robust.api import ArraySplit, DatasetBundle
 
 FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 FILES = {
@@ -297,7 +296,7 @@ def _folder(config: _CIFARBase, data_root: Path, variant: str) -> Path:
 def _split(images: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None) -> ArraySplit:
     import torch
 
-    from robust.data import ArraySplit
+    from robust.api import ArraySplit
 
     y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     g = y.clone() if groups is None else torch.from_numpy(np.ascontiguousarray(groups, dtype=np.int64))
@@ -306,13 +305,13 @@ def _split(images: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = N
 
 def _copy(split: ArraySplit) -> ArraySplit:
     """Another split object over the same tensors (val and aux["meta"] are the same images)."""
-    from robust.data import ArraySplit
+    from robust.api import ArraySplit
 
     return ArraySplit(labels=split.labels, groups=split.groups, images=split.images)
 
 
 def _info(name: str, data: CIFARArrays, extra: dict[str, Any]) -> Any:
-    from robust.data import DatasetInfo
+    from robust.api import DatasetInfo
 
     if data.superclasses is not None:
         extra = {**extra, "superclasses": data.superclasses.tolist()}
@@ -336,7 +335,7 @@ def _config(config: Any, cls: type) -> Any:
 
 
 def _plain(name: str, variant: str, config: CIFARConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
-    from robust.data import DatasetBundle
+    from robust.api import DatasetBundle
 
     config = _config(config, CIFARConfig)
     folder = _folder(config, data_root, variant)
@@ -364,7 +363,7 @@ def _val(name: str, source: str, meta: ArraySplit | None, test: ArraySplit) -> A
 
 
 def _long_tailed(name: str, variant: str, config: CIFARLTConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
-    from robust.data import DatasetBundle
+    from robust.api import DatasetBundle
 
     config = _config(config, CIFARLTConfig)
     folder = _folder(config, data_root, variant)
@@ -450,7 +449,7 @@ def select_long_tailed(
 
 
 def _noisy(name: str, variant: str, config: CIFARNoisyConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
-    from robust.data import DatasetBundle
+    from robust.api import DatasetBundle
 
     config = _config(config, CIFARNoisyConfig)
     folder = _folder(config, data_root, variant)

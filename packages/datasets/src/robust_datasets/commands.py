@@ -67,6 +67,7 @@ def data() -> None:
       robust data verify waterbirds        counts per split and group, every image decoded
       robust data cache waterbirds         decode once into DATA_ROOT/.cache/*.h5 (fast reads)
       robust data make-cmnist              generate LfF's Colored MNIST from the MNIST files
+      robust data download cifar10         fetch, verify and unpack a dataset (--list: which ones)
     """
 
 
@@ -75,7 +76,7 @@ data.add_command(make_cifar10c_command)
 
 
 def _root(explicit: str | None) -> Path:
-    from robust.paths import data_root
+    from robust.api import data_root
 
     return data_root(explicit)
 
@@ -90,7 +91,7 @@ def _cache_files(root: Path, name: str) -> list[Path]:
 
 def dataset_status(entry: Any, root: Path) -> dict[str, Any]:
     """Whether a registered dataset is here, from its metadata only (no import of its module)."""
-    from robust.plugins import plugin_distribution
+    from robust.api import plugin_distribution
 
     metadata = entry.metadata
     caches = _cache_files(root, entry.name)
@@ -125,7 +126,7 @@ def list_command(data_root: str | None, as_json: bool) -> None:
     under the data root (--data-root, then $ROBUST_DATA); cached when an HDF5 cache exists; user
     datasets (csv:PATH) are wherever their metadata CSV says.
     """
-    from robust.registry import get_registry
+    from robust.api import get_registry
 
     root = _root(data_root)
     records = [dataset_status(entry, root) for entry in get_registry().entries("dataset")]
@@ -149,6 +150,35 @@ def list_command(data_root: str | None, as_json: bool) -> None:
     Console().print(table)
 
 
+@data.command()
+@click.argument("name", required=False)
+@data_root_option
+@click.option("--url", metavar="URL", help="Download from this URL instead (a mirror of the same archive).")
+@click.option("--force", is_flag=True, help="Download and unpack again, replacing the dataset's folder.")
+@click.option("--list", "list_only", is_flag=True, help="List the datasets that can be downloaded.")
+def download(name: str | None, data_root: str | None, url: str | None, force: bool, list_only: bool) -> None:
+    """Download dataset NAME into the data root: resume, verify its checksum, unpack.
+
+    The archive goes to DATA_ROOT/.downloads (an interrupted download resumes), is checked against
+    the checksum its authors publish, and is unpacked into DATA_ROOT/FOLDER in one step (never a
+    half-unpacked folder). An existing folder is left alone unless --force. Without NAME (or with
+    --list): the datasets that can be downloaded.
+    """
+    from robust_datasets.download import download_dataset, list_archives
+
+    root = _root(data_root)
+    if list_only or name is None:
+        click.echo(f"Downloadable datasets (data root {root}):")
+        for record in list_archives(root):
+            aliases = f" (also {', '.join(record['aliases'])})" if record["aliases"] else ""
+            state = "present" if record["present"] else "not here"
+            checksum = record["checksum"] or "no published checksum"
+            click.echo(f"  {record['name']}{aliases}: {record['folder']}/, {state}; {checksum}; {record['url']}")
+        click.echo("Run `robust data download NAME`.")
+        return
+    download_dataset(name, root, url=url, force=force)
+
+
 # -- building a dataset's config as `robust run` does ---------------------------------------------
 
 
@@ -158,10 +188,7 @@ def dataset_options(name: str, sets: tuple[str, ...]) -> tuple[Any, dict[str, An
     ``--set`` keys may be bare or ``dataset.``-prefixed; a dataset-name pattern's options
     (``resolve_dataset`` hook) come first, as in ``robust run``.
     """
-    from robust.config import deep_merge, nest, parse_set
-    from robust.errors import ConfigError
-    from robust.registry import get_registry
-    from robust.resolve import resolve_dataset_name
+    from robust.api import ConfigError, deep_merge, get_registry, nest, parse_set, resolve_dataset_name
 
     entry, options = resolve_dataset_name(get_registry(), name)
     for item in sets:
@@ -182,7 +209,7 @@ def dataset_config(entry: Any, options: dict[str, Any], *, in_memory: str | None
 
     ``in_memory`` overrides the option of that name when the dataset has it.
     """
-    from robust.config import validate_section
+    from robust.api import validate_section
 
     config_class = entry.load_config()
     values = validate_section("dataset", entry.name, options, config_class)
@@ -194,8 +221,7 @@ def dataset_config(entry: Any, options: dict[str, Any], *, in_memory: str | None
 
 def check_files(entry: Any, options: dict[str, Any], root: Path) -> None:
     """The registration's folder and files exist (before importing the dataset's module)."""
-    from robust.errors import ConfigError
-    from robust.paths import expand_user
+    from robust.api import ConfigError, expand_user
     from robust_datasets.missing import missing_dataset, require
 
     folder = entry.metadata.get("folder")
@@ -214,8 +240,7 @@ def check_files(entry: Any, options: dict[str, Any], root: Path) -> None:
 
 def _build(entry: Any, config: Any, root: Path):
     """The dataset from its own files: the factory a cached_dataset wrapper calls, not the cache."""
-    from robust.data import DatasetBundle
-    from robust.errors import DataError
+    from robust.api import DataError, DatasetBundle
 
     factory = entry.load()
     bundle = getattr(factory, "build", factory)(config, root)
@@ -262,8 +287,7 @@ def verify(ctx: click.Context, name: str, data_root: str | None, sets: tuple[str
 
 def _expected_counts(entry: Any, values: dict[str, Any]) -> tuple[dict[str, list[int]], str]:
     """The registration's expected counts, unless options that change counts differ from the defaults."""
-    from robust.config import validate_section
-    from robust.errors import ConfigError
+    from robust.api import ConfigError, validate_section
 
     expected = entry.metadata.get("expected_counts") or {}
     if not expected:
@@ -350,7 +374,7 @@ def _decode_everything(bundle: Any, threads: int | None) -> list[str]:
     from rich.console import Console
     from rich.progress import Progress
 
-    from robust.data import StreamSplit
+    from robust.api import StreamSplit
 
     streams = [
         (name, split)

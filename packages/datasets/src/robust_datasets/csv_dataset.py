@@ -49,15 +49,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from robust.config import DatasetConfig
-from robust.errors import DataError
-from robust.paths import expand_user
+from robust.api import DataError, DatasetConfig, expand_user
 from robust_datasets.csvfiles import read_csv
 from robust_datasets.h5cache import cached_dataset
 from robust_datasets.imagefiles import FractionCrop, ImageFileSplit, in_memory
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from robust.data import DatasetBundle
+    from robust.api import DatasetBundle
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +297,7 @@ def build(config: CSVDatasetConfig | dict[str, Any], data_root: Path) -> Dataset
     """The dataset a metadata CSV describes (``data_root`` is not used: the CSV gives the paths)."""
     import torch
 
-    from robust.data import DatasetBundle, DatasetInfo
+    from robust.api import DatasetBundle, DatasetInfo
 
     del data_root
     if not isinstance(config, CSVDatasetConfig):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from robust.errors import DataError
+from robust.api import DataError
 
 
 def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:

@@ -56,14 +56,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from PIL import Image
 from pydantic import Field
 
-from robust.errors import DataError
+from robust.api import DataError
 from robust_datasets.h5cache import cached_dataset
 from robust_datasets.imagefiles import ImageFileSplit, Resize, in_memory
 from robust_datasets.missing import missing_dataset
 from robust_datasets.options import ImageDatasetConfig
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from robust.data import DatasetBundle
+    from robust.api import DatasetBundle
 
 SOURCE = (
     "github.com/KaihuaTang/Generalized-Long-Tailed-Benchmarks.pytorch: run its _ImageNetGeneration / "
@@ -220,7 +220,7 @@ def resolve_paths(paths: list[str], base: Path, image_root: Path, keep: int) -> 
 def _load(benchmark: Benchmark, config: GLTConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
     import torch
 
-    from robust.data import DatasetBundle, DatasetInfo
+    from robust.api import DatasetBundle, DatasetInfo
 
     if not isinstance(config, GLTConfig):
         config = GLTConfig.model_validate(config)

@@ -61,10 +61,7 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor
 
-from robust.atomic import atomic_write
-from robust.data import ArraySplit, DatasetBundle, DatasetInfo, Split, StreamSplit
-from robust.errors import DataError
-from robust.paths import expand_user
+from robust.api import ArraySplit, DataError, DatasetBundle, DatasetInfo, Split, StreamSplit, atomic_write, expand_user
 from robust_datasets.imagefiles import mask_bbox
 
 logger = logging.getLogger(__name__)
@@ -552,7 +549,7 @@ def _as_config(name: str, config: Any, config_class: type[BaseModel] | None) -> 
     if isinstance(config, BaseModel) or not (config is None or isinstance(config, Mapping)):
         return config
     if config_class is None:
-        from robust.registry import get_registry
+        from robust.api import get_registry
 
         entry = get_registry().find("dataset", name)
         config_class = entry.load_config() if entry is not None else None

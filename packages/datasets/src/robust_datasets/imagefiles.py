@@ -26,8 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from robust.data import ArraySplit, StreamSplit
-from robust.errors import DataError
+from robust.api import ArraySplit, DataError, StreamSplit
 
 # We refuse such images ourselves, with the file's name (see decode_image); PIL's warning would only
 # repeat it without the name, once per worker.
@@ -97,7 +96,9 @@ def decode_image(path: Path, resize: Resize, mode: str = "RGB") -> np.ndarray:
         with Image.open(path) as image:
             limit = Image.MAX_IMAGE_PIXELS
             if limit is not None and image.width * image.height > limit:
-                raise Image.DecompressionBombError(f"{image.width}x{image.height} ({image.width * image.height} pixels)")
+                raise Image.DecompressionBombError(
+                    f"{image.width}x{image.height} ({image.width * image.height} pixels)"
+                )
             array = np.array(resize(to_8_bits(image, path).convert(mode)), dtype=np.uint8)  # writable for torch
     except FileNotFoundError:
         raise ImageFileError(

@@ -46,7 +46,7 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from robust.errors import DataError
+from robust.api import DataError
 from robust_datasets.h5cache import cached_dataset
 from robust_datasets.imagefiles import ImageFileSplit, Resize, decode_image, in_memory
 from robust_datasets.missing import missing_dataset
@@ -55,7 +55,7 @@ from robust_datasets.options import NormalizedImageConfig
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch import Tensor
 
-    from robust.data import DatasetBundle
+    from robust.api import DatasetBundle
 
 SOURCE = (
     "github.com/MadryLab/backgrounds_challenge (releases: backgrounds_challenge_data.tar.gz, the test variants); "
@@ -144,7 +144,7 @@ def class_display_name(folder_name: str) -> str:
 def _load(name: str, config: ImageNet9Config | dict[str, Any], data_root: Path) -> DatasetBundle:
     import torch
 
-    from robust.data import DatasetBundle, DatasetInfo
+    from robust.api import DatasetBundle, DatasetInfo
 
     if not isinstance(config, ImageNet9Config):
         config = ImageNet9Config.model_validate(config)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from robust.errors import DataError
+from robust.api import DataError
 from robust_datasets.csvfiles import read_csv
 from robust_datasets.h5cache import cached_dataset
 from robust_datasets.imagefiles import FractionCrop, ImageFileSplit, in_memory
@@ -42,7 +42,7 @@ from robust_datasets.missing import missing_dataset
 from robust_datasets.options import ImageDatasetConfig
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from robust.data import DatasetBundle
+    from robust.api import DatasetBundle
 
 NAME = "isic"
 SOURCE = (
@@ -165,7 +165,7 @@ def build(config: ISICConfig | dict[str, Any], data_root: Path) -> DatasetBundle
     """ISIC from its metadata CSV and image folder."""
     import torch
 
-    from robust.data import DatasetBundle, DatasetInfo
+    from robust.api import DatasetBundle, DatasetInfo
 
     if not isinstance(config, ISICConfig):
         config = ISICConfig.model_validate(config)

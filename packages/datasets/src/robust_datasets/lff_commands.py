@@ -15,7 +15,7 @@ ROOT_HELP = "Data root (default: $ROBUST_DATA or ~/.local/share/robust)."
 
 
 def _paths(data_root: str | None, source: str | None, default_folder: str, out: str | None) -> tuple[Path, Path]:
-    from robust.paths import data_root as default_root
+    from robust.api import data_root as default_root
 
     root = default_root(data_root)
     return (Path(source) if source else root / default_folder), (Path(out) if out else root)

@@ -42,11 +42,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from robust.errors import DataError
+from robust.api import DataError
 from robust_datasets.lff_release import CIFAR10_CLASSES, METADATA_FILE, PCTS, pct_folder
 from robust_datasets.mnist import read_mnist
-from robust_datasets.plugin import CIFAR_SOURCE
 from robust_datasets.safe_pickle import load_pickle
+from robust_datasets.sources import CIFAR_SOURCE
 from robust_datasets.synthetic_cmnist import COLOR_NAMES, COLORS
 
 GENERATOR_VERSION = 1

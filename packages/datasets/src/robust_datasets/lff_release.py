@@ -42,15 +42,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from robust.errors import DataError
+from robust.api import DataError
 from robust_datasets.h5cache import cached_dataset
 from robust_datasets.missing import missing_dataset
 from robust_datasets.options import ImageDatasetConfig
-from robust_datasets.plugin import LFF_SOURCE
+from robust_datasets.sources import LFF_SOURCE
 from robust_datasets.synthetic_cmnist import COLOR_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from robust.data import DatasetBundle, Split
+    from robust.api import DatasetBundle, Split
 
 PCTS = (0.5, 1.0, 2.0, 5.0)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -186,7 +186,7 @@ def _split(files: list[Path], layout: _Layout, config: ImageDatasetConfig) -> Sp
 
 
 def _load(layout: _Layout, config: ImageDatasetConfig, data_root: Path) -> DatasetBundle:
-    from robust.data import DatasetBundle, DatasetInfo
+    from robust.api import DatasetBundle, DatasetInfo
 
     root = Path(config.root) if config.root else Path(data_root) / layout.name
     pct = pct_folder(config.conflict_pct)  # type: ignore[attr-defined]

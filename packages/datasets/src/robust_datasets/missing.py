@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from robust.errors import DataError
+from robust.api import DataError
 
 
 def missing_dataset(name: str, root: Path, expected: Iterable[str], source: str, detail: str = "") -> DataError:

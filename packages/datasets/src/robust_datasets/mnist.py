@@ -32,13 +32,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
-from robust.config import DatasetConfig
-from robust.errors import DataError
+from robust.api import DataError, DatasetConfig
 from robust_datasets.missing import missing_dataset
-from robust_datasets.plugin import MNIST_SOURCE
+from robust_datasets.sources import MNIST_SOURCE
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from robust.data import DatasetBundle
+    from robust.api import DatasetBundle
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
@@ -153,7 +152,7 @@ def holdout(n: int, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _load(name: str, class_names: list[str], config: MNISTConfig | dict[str, Any], data_root: Path) -> DatasetBundle:
     import torch
 
-    from robust.data import ArraySplit, DatasetBundle, DatasetInfo
+    from robust.api import ArraySplit, DatasetBundle, DatasetInfo
 
     if not isinstance(config, MNISTConfig):
         config = MNISTConfig.model_validate(config)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from robust.config import DatasetConfig
+from robust.api import DatasetConfig
 
 
 class ImageDatasetConfig(DatasetConfig):

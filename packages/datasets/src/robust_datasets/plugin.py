@@ -13,21 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from robust import hookimpl
-
-WATERBIRDS_SOURCE = (
-    "the group_DRO release (waterbird_complete95_forest2water2.tar.gz, github.com/kohpangwei/group_DRO); masks "
-    "from the CUB-200-2011 segmentations (segmentations.tgz, www.vision.caltech.edu/datasets/cub_200_2011)"
-)
-CELEBA_SOURCE = "mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Align&Cropped images) or its Kaggle CSV mirror"
-LFF_SOURCE = (
-    "the DisEnt release (github.com/kakaoenterprise/Learning-Debiased-Disentangled), or generate it with "
-    "`robust data make-cmnist` / `robust data make-cifar10c`"
-)
-CIFAR_SOURCE = "www.cs.toronto.edu/~kriz/cifar.html (the python version)"
-MNIST_SOURCE = (
-    "yann.lecun.com/exdb/mnist (or torchvision's mirror); Fashion-MNIST: github.com/zalandoresearch/fashion-mnist"
-)
+from robust.api import hookimpl
+from robust_datasets.sources import CELEBA_SOURCE, CIFAR_SOURCE, LFF_SOURCE, MNIST_SOURCE, WATERBIRDS_SOURCE
 
 
 def _on_disk(
@@ -258,3 +245,16 @@ def register_commands(cli: Any) -> None:
     from robust_datasets.commands import data
 
     cli.add_command(data)
+
+
+@hookimpl
+def register_dataset_transforms(register: Any) -> None:
+    register(
+        "meta_longtail_noise",
+        "robust_datasets.protocols:apply_class_protocol",
+        config="robust_datasets.protocols:ClassProtocolOptions",
+        order=10,
+        description="On any dataset, as CLP builds its data: a clean meta set (dataset.meta_per_class), a long-tailed "
+        "training set (dataset.imb_factor) and label noise (dataset.noise, dataset.noise_ratio), drawn with "
+        "dataset.protocol_seed.",
+    )

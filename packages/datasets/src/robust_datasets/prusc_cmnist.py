@@ -28,12 +28,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from robust.config import DatasetConfig
-from robust.errors import DataError
+from robust.api import DataError, DatasetConfig
 from robust_datasets.mnist import read_mnist
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from robust.data import DatasetBundle
+    from robust.api import DatasetBundle
 
 NAME = "colored-mnist"
 CLASS_NAMES = ["digit5-9", "digit0-4"]  # y = 1[digit < 5]
@@ -81,7 +80,7 @@ def load(config: PruSCColoredMNISTConfig | dict[str, Any], data_root: Path) -> D
     """Colored MNIST built from ``DATA_ROOT/MNIST`` (or ``config.root``); deterministic given ``seed``."""
     import torch
 
-    from robust.data import ArraySplit, DatasetBundle, DatasetInfo
+    from robust.api import ArraySplit, DatasetBundle, DatasetInfo
 
     if not isinstance(config, PruSCColoredMNISTConfig):
         config = PruSCColoredMNISTConfig.model_validate(config)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from robust.errors import DataError
+from robust.api import DataError
 
 try:  # numpy >= 2 moved the reconstruction helpers to numpy._core; old pickles name numpy.core
     from numpy._core.multiarray import _reconstruct, scalar

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from robust.config import DatasetConfig
+from robust.api import DatasetConfig
 from robust_datasets.cache import load_or_generate
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from robust.data import DatasetBundle
+    from robust.api import DatasetBundle
 
 NAME = "synthetic-cmnist"
 FORMAT_VERSION = 1  # bump whenever the generator's output changes, so old caches are not read
@@ -154,7 +154,7 @@ def load(config: SyntheticCMNISTConfig | dict[str, Any], data_root: Path) -> Dat
     """The dataset, generated on first use and cached under ``data_root / "synthetic-cmnist"``."""
     import torch
 
-    from robust.data import ArraySplit, DatasetBundle, DatasetInfo
+    from robust.api import ArraySplit, DatasetBundle, DatasetInfo
 
     if not isinstance(config, SyntheticCMNISTConfig):
         config = SyntheticCMNISTConfig.model_validate(config)

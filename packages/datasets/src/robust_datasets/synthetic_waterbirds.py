@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from robust.config import DatasetConfig
+from robust.api import DatasetConfig
 from robust_datasets import backgrounds, birds
 from robust_datasets.cache import load_or_generate
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from robust.data import DatasetBundle
+    from robust.api import DatasetBundle
 
 NAME = "synthetic-waterbirds"
 FORMAT_VERSION = 1  # bump whenever the generator's output changes, so old caches are not read
@@ -183,7 +183,7 @@ def load(config: SyntheticWaterbirdsConfig | dict[str, Any], data_root: Path) ->
     """The dataset, generated on first use and cached under ``data_root / "synthetic-waterbirds"``."""
     import torch
 
-    from robust.data import ArraySplit, DatasetBundle, DatasetInfo
+    from robust.api import ArraySplit, DatasetBundle, DatasetInfo
 
     if not isinstance(config, SyntheticWaterbirdsConfig):
         config = SyntheticWaterbirdsConfig.model_validate(config)

@@ -49,18 +49,18 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from robust.errors import DataError
+from robust.api import DataError
 from robust_datasets.csvfiles import read_csv
 from robust_datasets.h5cache import cached_dataset
 from robust_datasets.imagefiles import FractionCrop, ImageFileSplit, Resize, decode_image, in_memory, mask_bbox
 from robust_datasets.missing import missing_dataset
 from robust_datasets.options import NormalizedImageConfig
-from robust_datasets.plugin import WATERBIRDS_SOURCE
+from robust_datasets.sources import WATERBIRDS_SOURCE
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch import Tensor
 
-    from robust.data import DatasetBundle, Split
+    from robust.api import DatasetBundle, Split
 
 NAME = "waterbirds"
 FOLDER = "waterbird_complete95_forest2water2"
@@ -311,7 +311,7 @@ def build(config: WaterbirdsConfig | dict[str, Any], data_root: Path) -> Dataset
     """Waterbirds from its image folder and metadata file."""
     import torch
 
-    from robust.data import DatasetBundle, DatasetInfo
+    from robust.api import DatasetBundle, DatasetInfo
 
     if not isinstance(config, WaterbirdsConfig):
         config = WaterbirdsConfig.model_validate(config)

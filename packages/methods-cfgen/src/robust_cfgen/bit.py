@@ -23,9 +23,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from robust.config import ModelConfig
-from robust.models import Classifier
-from robust.models.torchvision_resnet import WeightsError
+from robust.api import Classifier, ModelConfig, WeightsError
 
 BIT_S_URL = "https://storage.googleapis.com/bit_models/BiT-S-R50x1.npz"
 ARCH = "resnetv2_50x1_bit"

@@ -12,8 +12,8 @@ Each training batch is enlarged with, for every image that has a foreground:
 and, optionally, a **saliency** penalty (``reg=bbox_o``): the squared input gradient of the label
 logit outside the foreground, trained by double backpropagation, so the model stops looking at
 the background. Loss = CE + ``cf_coeff`` · CF loss + ``reg_coeff`` · penalty, with the reference's
-normalisation (:mod:`robust.counterfactual`). The infills and the penalty are the core's
-(:mod:`robust.infill`, :mod:`robust.saliency`), shared with CLP.
+normalisation (:mod:`robust_counterfactual.counterfactual`). The infills and the penalty are the core's
+(:mod:`robust_counterfactual.infill`, :mod:`robust_counterfactual.saliency`), shared with CLP.
 """
 
 from __future__ import annotations
@@ -21,16 +21,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from robust_counterfactual.counterfactual import batch_foreground, counterfactual_batch_losses
+from robust_counterfactual.fidelity import require_foreground
+from robust_counterfactual.infill import InfillContext, apply_infill, has_foreground, rectangle_mask
+from robust_counterfactual.saliency import input_gradient, outside_mask_penalty
 from torch import Tensor
 
-from robust.counterfactual import batch_foreground, counterfactual_batch_losses
-from robust.data import Batch
-from robust.erm import ERM
-from robust.errors import ConfigError
-from robust.fidelity import require_foreground
-from robust.infill import InfillContext, apply_infill, has_foreground, rectangle_mask
-from robust.method import MethodContext
-from robust.saliency import input_gradient, outside_mask_penalty
+from robust.api import ERM, Batch, ConfigError, MethodContext
 from robust_cfgen.config import CFGenConfig
 from robust_cfgen.presets import CFGEN_PRESETS, DATASET_PRESETS
 

@@ -67,7 +67,7 @@ def preview(
 ) -> None:
     """Write a grid: each row a training image, then its counterfactual images (the box around the
     foreground infilled) and its factual images (the background infilled), one column per infill."""
-    from robust.config import parse_set
+    from robust.api import parse_set
     from robust_cfgen.preview import write_preview
 
     options = {}

@@ -8,13 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from robust_counterfactual.infill import InfillContext, apply_infill, boxes_to_mask, rectangle_mask
 
-from robust.atomic import atomic_write
-from robust.checkpoint import load_checkpoint
-from robust.datasets import load_dataset
-from robust.errors import ConfigError
-from robust.infill import InfillContext, apply_infill, boxes_to_mask, rectangle_mask
-from robust.registry import get_registry
+from robust.api import ConfigError, atomic_write, get_registry, load_checkpoint, load_dataset
 
 LABEL_HEIGHT = 14
 MIN_TILE = 64  # pixels per tile at least

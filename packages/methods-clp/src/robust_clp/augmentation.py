@@ -7,19 +7,19 @@ dataset). Its batches are normalised exactly as training batches (the core's
 (:class:`MetaBatches`).
 
 Each meta batch is augmented on the fly, for every image that has a foreground (the paper's
-Φ_cf and Φ_f, with the core's infill operators, :mod:`robust.infill`):
+Φ_cf and Φ_f, with the core's infill operators, :mod:`robust_counterfactual.infill`):
 
 * counterfactual (CF): the rectangle around the foreground is infilled (``cf_infill``), so the
   class evidence is gone; trained away from the label, ``−log(1 − p_y)``;
 * factual (F): the background is infilled (``f_infill``), the foreground kept; trained with
   ``CE(y)``.
 
-The meta loss (:func:`robust.counterfactual.counterfactual_batch_losses`) normalises as CFGen does: the CE sum (originals and F) and
+The meta loss (:func:`robust_counterfactual.counterfactual.counterfactual_batch_losses`) normalises as CFGen does: the CE sum (originals and F) and
 the CF sum are both divided by the number of images in the enlarged batch.
 
 Masks come from the dataset (``masks``, or ``bboxes`` rasterised), which may have had them
-computed by a registered mask provider (``--set dataset.mask_provider=NAME``, :mod:`robust.masks`);
-whether a split has them is :func:`robust.fidelity.split_has_foreground`.
+computed by a registered mask provider (``--set dataset.mask_provider=NAME``, :mod:`robust_counterfactual.masks`);
+whether a split has them is :func:`robust_counterfactual.fidelity.split_has_foreground`.
 """
 
 from __future__ import annotations
@@ -27,13 +27,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from robust_counterfactual.infill import InfillContext, apply_infill, rectangle_mask
 from torch import Tensor, nn
 
-from robust.data import ArraySplit, Batch, DatasetInfo, Split, StreamSplit
-from robust.errors import DataError
-from robust.infill import InfillContext, apply_infill, rectangle_mask
-from robust.loader import BatchLoader
-from robust.seeding import generator
+from robust.api import ArraySplit, Batch, BatchLoader, DataError, DatasetInfo, Split, StreamSplit, generator
 
 # -- the meta set --------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robust.distributed import all_reduce_sum
+from robust.api import all_reduce_sum
 
 NAMES: tuple[str, ...] = (
     "loss",

@@ -16,14 +16,14 @@ small clean meta set augmented with counterfactual and factual images
    ``−log(1 − p_y)`` on CF images, + λ R_sal(meta)); one Adam step on φ;
 3. real step (Eq. 10): ``θ ← SGD step on mean CE(z_θ + P_φ_new(c), y) + λ R_sal(train)``.
 
-``R_sal`` is the squared input gradient of the CE per background pixel (:mod:`robust.saliency`,
+``R_sal`` is the squared input gradient of the CE per background pixel (:mod:`robust_counterfactual.saliency`,
 ``per_background_pixel``): the gradient of the batch's SUMMED CE with respect to the inputs (so each
 image's own CE gradient, whatever the batch size; a mean would divide R_sal by B²), squared and
 summed over channels, averaged over the background pixels of each image, then over the images that
 have a foreground; the double backward starts from that scalar. Evaluation uses the plain
 classifier (no perturbation).
 
-The masks it needs are refused missing (:func:`robust.fidelity.require_foreground`): the meta set's
+The masks it needs are refused missing (:func:`robust_counterfactual.fidelity.require_foreground`): the meta set's
 for the CF/F images and R_sal(meta), the training set's for R_sal(train), unless ``allow_no_masks``.
 """
 
@@ -34,17 +34,14 @@ from typing import Any, ClassVar
 
 import torch
 import torch.autograd.forward_ad as fwAD
+from robust_counterfactual.counterfactual import batch_foreground, counterfactual_batch_losses
+from robust_counterfactual.fidelity import require_foreground, split_has_foreground
+from robust_counterfactual.infill import has_foreground
+from robust_counterfactual.saliency import input_gradient, outside_mask_penalty
 from torch import Tensor
 from torch.func import functional_call
 
-from robust.counterfactual import batch_foreground, counterfactual_batch_losses
-from robust.data import Batch, Split
-from robust.erm import ERM
-from robust.errors import ConfigError
-from robust.fidelity import require_foreground, split_has_foreground
-from robust.infill import has_foreground
-from robust.method import MethodContext, Phase
-from robust.saliency import input_gradient, outside_mask_penalty
+from robust.api import ERM, Batch, ConfigError, MethodContext, Phase, Split
 from robust_clp.augmentation import MetaBatches, MetadataAugmentation, in_memory
 from robust_clp.characteristics import LOSS, MARGIN, ClassStatistics, class_prior
 from robust_clp.config import CLPConfig

@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
+from robust_counterfactual.fidelity import ALLOW_NO_MASKS_HELP
 
-from robust.erm import ERMConfig
-from robust.fidelity import ALLOW_NO_MASKS_HELP
+from robust.api import ERMConfig
 
 
 class CLPConfig(ERMConfig):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from robust import hookimpl
+from robust.api import hookimpl
 
 CLP_PAPER = (
     "Zhou, Ye, Xie, Zhang. Mitigating Spurious Correlations with Causal Logit Perturbation. Information Sciences."
@@ -27,6 +27,6 @@ def register_methods(register: Any) -> None:
 @hookimpl
 def register_paper_results(register: Any) -> None:
     """The paper's headline numbers, from paper_results.toml (``robust report --against-paper``)."""
-    from robust.papers import register_from_toml
+    from robust.api import register_from_toml
 
     register_from_toml(register, "robust_clp")

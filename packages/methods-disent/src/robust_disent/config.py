@@ -14,8 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from robust.config import MethodConfig
-from robust.erm import ERMConfig
+from robust.api import ERMConfig, MethodConfig
 
 
 class RelativeDifficultyConfig(MethodConfig):

@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robust.data import Batch
-from robust.method import MethodContext
+from robust.api import Batch, MethodContext
 from robust_disent.config import DisEntConfig
 from robust_disent.model import concatenated_feature_branch
 from robust_disent.presets import DISENT_PRESETS

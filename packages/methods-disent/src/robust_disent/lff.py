@@ -18,8 +18,7 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
-from robust.data import Batch
-from robust.method import MethodContext
+from robust.api import Batch, MethodContext
 from robust_disent.config import LfFConfig
 from robust_disent.presets import LFF_PRESETS
 from robust_disent.reweighting import RelativeDifficultyMethod

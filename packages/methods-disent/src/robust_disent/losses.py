@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from robust.config import Options
-from robust.distributed import gather_rows
+from robust.api import Options, gather_rows
 
 GCEForm = Literal["reference", "textbook"]
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from robust.errors import ConfigError
-from robust.method import MethodContext
-from robust.models import Classifier
+from robust.api import Classifier, ConfigError, MethodContext
 
 
 def concatenated_feature_branch(ctx: MethodContext) -> Classifier:

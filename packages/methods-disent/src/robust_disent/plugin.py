@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from robust import hookimpl
+from robust.api import hookimpl
 
 DISENT_PAPER = (
     "Lee, Kim, Lee, Lee, Choo. Learning Debiased Representation via Disentangled Feature Augmentation. NeurIPS 2021."
@@ -53,6 +53,6 @@ def register_losses(register: Any) -> None:
 @hookimpl
 def register_paper_results(register: Any) -> None:
     """The paper's headline numbers, from paper_results.toml (``robust report --against-paper``)."""
-    from robust.papers import register_from_toml
+    from robust.api import register_from_toml
 
     register_from_toml(register, "robust_disent")

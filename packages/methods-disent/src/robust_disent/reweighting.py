@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from robust.method import Method, MethodContext, Phase
+from robust.api import Method, MethodContext, Phase
 from robust_disent.config import RelativeDifficultyConfig
 from robust_disent.losses import GCE_FORMS, RelativeDifficulty
 from robust_disent.presets import DATASET_PRESETS

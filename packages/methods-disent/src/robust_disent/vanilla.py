@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from robust.erm import ERM
-from robust.method import Phase
+from robust.api import ERM, Phase
 from robust_disent.config import VanillaConfig
 from robust_disent.presets import DATASET_PRESETS, VANILLA_PRESETS
 

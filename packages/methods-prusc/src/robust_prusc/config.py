@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from robust.erm import ERMConfig
+from robust.api import ERMConfig
 
 
 class PseudoGroupConfig(ERMConfig):

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from robust.config import RunConfig
-from robust.errors import ConfigError
+from robust.api import ConfigError, RunConfig
 
 #: What each compared setting is, in the words of the error message.
 LABELS = {

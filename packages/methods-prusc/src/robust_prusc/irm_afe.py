@@ -19,9 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from robust.data import Batch
-from robust.errors import ConfigError
-from robust.method import MethodContext, Phase
+from robust.api import Batch, ConfigError, MethodContext, Phase
 from robust_prusc.config import IRMAFEConfig
 from robust_prusc.environments import balanced_weights, minority_environment
 from robust_prusc.presets import IRM_AFE_DATASET_PRESETS, IRM_AFE_PRESETS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from robust import hookimpl
+from robust.api import hookimpl
 
 PRUSC_PAPER = (
     "Le, Schlötterer, Seifert. Out of Spuriousity: Improving Robustness to Spurious Correlations without Group "
@@ -40,6 +40,6 @@ def register_methods(register: Any) -> None:
 @hookimpl
 def register_paper_results(register: Any) -> None:
     """The paper's headline numbers, from paper_results.toml (none yet: the file says why)."""
-    from robust.papers import register_from_toml
+    from robust.api import register_from_toml
 
     register_from_toml(register, "robust_prusc")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from robust.erm import RESNET50_IMAGENET
+from robust.api import RESNET50_IMAGENET
 
 OFFICIAL = {"pruning_ep": 20, "lr_prune": 1e-2, "retrain_ep": 5, "num_clusters": 16, "lambda_sparse": 1e-8}
 

@@ -29,9 +29,7 @@ import torch
 from rich.table import Table
 from torch import Tensor
 
-from robust.atomic import atomic_write_json
-from robust.data import Batch
-from robust.method import MethodContext, Phase
+from robust.api import Batch, MethodContext, Phase, atomic_write_json
 from robust_prusc.config import PruSCConfig
 from robust_prusc.contrastive import cluster_contrastive_loss
 from robust_prusc.masks import WeightMasks

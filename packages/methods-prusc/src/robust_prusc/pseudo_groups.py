@@ -2,7 +2,7 @@
 
 Phase ``erm`` trains the classifier with plain ERM (or, with ``--from RUN_DIR``, phase ``load``
 takes it from another run). Phase ``cluster`` embeds the training split with it and clusters the
-embeddings (:mod:`robust.clustering`: k-means, cosine distance). The assignment is kept in a
+embeddings (:mod:`robust_groups.clustering`: k-means, cosine distance). The assignment is kept in a
 buffer (checkpointed) and written to ``RUN_DIR/clusters.csv``; where the dataset knows its true
 groups, how well the clusters match them goes to ``RUN_DIR/clusters.json`` and the log, scored by
 the engine (``ctx.group_agreement``): the method never holds the true groups.
@@ -13,14 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from robust_groups.clustering import cluster, read_assignment, representations, write_assignment
 from torch import Tensor
 
-from robust.atomic import atomic_write_json
-from robust.clustering import cluster, read_assignment, representations, write_assignment
-from robust.erm import ERM
-from robust.errors import ConfigError
-from robust.method import MethodContext, Phase
-from robust.trained import trained_weights
+from robust.api import ERM, ConfigError, MethodContext, Phase, atomic_write_json, trained_weights
 from robust_prusc.config import PseudoGroupConfig
 from robust_prusc.erm_source import check_erm_source
 

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-
-from robust.sweep import SlurmOptions, executor_options
+from robust_sweep.sweep import SlurmOptions, executor_options
 
 
 @click.group()
@@ -49,11 +48,7 @@ def spurious_score_command(
     rises by more than τ when the pattern is added. The first run names the pattern and the target
     (its planted ones unless given); list a run trained without the pattern after it to compare.
     Each result is also written to RUN_DIR/spurious_score-PATTERN-TARGET-SEED.json."""
-    from robust.atomic import atomic_write_json
-    from robust.errors import ConfigError
-    from robust.results import check_output
-    from robust.runlock import RunLock
-    from robust.trained import load_trained_run
+    from robust.api import ConfigError, RunLock, atomic_write_json, check_output, load_trained_run
     from robust_rare.score import spurious_score
 
     rows: list[dict[str, Any]] = []
@@ -285,8 +280,7 @@ def remove_command(
     edit of the weights, or training continued without them from the model and its optimizer state
     (the learning rate its schedule decayed to) at a constant learning rate. OUT is a run directory
     (`robust rare spurious-score RUN_DIR OUT` compares them)."""
-    from robust.errors import ConfigError
-    from robust.trained import load_trained_run
+    from robust.api import ConfigError, load_trained_run
 
     trained = load_trained_run(run_dir, "last", device)
     planted = trained.data.info.extra.get("planted", {})
@@ -307,10 +301,7 @@ def remove_command(
 def _influence(trained: Any, run_dir: str, out: str, depth, repeats, scale, damp, literal: tuple[bool, bool]) -> None:
     import torch
 
-    from robust.atomic import atomic_write_json
-    from robust.checkpoint import save_checkpoint
-    from robust.loader import BatchLoader
-    from robust.results import RunDir
+    from robust.api import BatchLoader, RunDir, atomic_write_json, save_checkpoint
     from robust_rare.removal import group_influence_edit, lissa_defaults
 
     train = trained.data.splits["train"]
@@ -350,11 +341,7 @@ def membership_command(target_run: str, shadow_run: str, device: str, as_json: b
 
     Train both on the two halves of one dataset: TARGET_RUN with --set dataset.membership_half=target
     (and the pattern), SHADOW_RUN with --set dataset.membership_half=shadow (no pattern), same recipe."""
-    from robust.atomic import atomic_write_json
-    from robust.errors import ConfigError
-    from robust.results import check_output
-    from robust.runlock import RunLock
-    from robust.trained import load_trained_run
+    from robust.api import ConfigError, RunLock, atomic_write_json, check_output, load_trained_run
     from robust_rare.membership import attack_features, evaluate_attack, fit_attack
     from robust_rare.score import logits
 

@@ -22,8 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from robust.data import DatasetBundle, subset_split
-from robust.errors import ConfigError
+from robust.api import ConfigError, DatasetBundle, subset_split
 
 
 class MembershipOptions(BaseModel):

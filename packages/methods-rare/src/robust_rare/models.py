@@ -23,9 +23,7 @@ from typing import Annotated
 from pydantic import Field
 from torch import nn
 
-from robust.models.classifier import Classifier
-from robust.models.mlp import MLPConfig, build_mlp
-from robust.models.resnet_cifar import CifarResNetConfig, build_resnet20
+from robust.api import CifarResNetConfig, Classifier, MLPConfig, build_mlp, build_resnet20
 
 
 def _mlp_config(widths: list[int], name: str) -> type[MLPConfig]:

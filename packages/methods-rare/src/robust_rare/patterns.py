@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from robust.errors import ConfigError
+from robust.api import ConfigError
 
 PAPER_NAMES = {"s1": "v1", "s2": "v3", "s3": "v8", "r1": "v18", "r2": "v19", "r3": "v20", "core": "v30"}
 SMALL = {"v1": 1, "v3": 3, "v8": 5}

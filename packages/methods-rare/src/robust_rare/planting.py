@@ -20,8 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from robust.data import ArraySplit, DatasetBundle, StreamSplit, subset_split
-from robust.errors import ConfigError
+from robust.api import ArraySplit, ConfigError, DatasetBundle, StreamSplit, subset_split
 from robust_rare.patterns import Pattern, canonical
 
 

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from robust import hookimpl
+from robust.api import hookimpl
 from robust_rare.names import parse_name
 
 RARE_PAPER = "Yang, Chou, Chaudhuri. Understanding Rare Spurious Correlations in Neural Networks."
+
+
+@hookimpl
+def register_batch_transforms(register: Any) -> None:
+    register(
+        "input_noise",
+        "robust_rare.input_noise:add_input_noise",
+        config="robust_rare.input_noise:InputNoiseOptions",
+        description="Gaussian noise on every training image (train.input_noise = its std in [0, 1] pixel units), "
+        "one of the study's mitigations.",
+        paper=RARE_PAPER,
+    )
 
 
 @hookimpl
@@ -73,6 +85,6 @@ def register_commands(cli: Any) -> None:
 @hookimpl
 def register_paper_results(register: Any) -> None:
     """None: the study has no number a run could be set beside; paper_results.toml says why."""
-    from robust.papers import register_from_toml
+    from robust.api import register_from_toml
 
     register_from_toml(register, "robust_rare")

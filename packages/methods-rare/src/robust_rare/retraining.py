@@ -17,12 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from robust.checkpoint import load_checkpoint
-from robust.engine import Run
-from robust.errors import ConfigError, RunDirError
-from robust.method import Method
-from robust.resolve import resolve_run_config
-from robust.results import RunDir
+from robust.api import ConfigError, Method, Run, RunDir, RunDirError, load_checkpoint, resolve_run_config
 
 
 def source_optimizer_states(run_dir: str | Path) -> dict[str, Any]:

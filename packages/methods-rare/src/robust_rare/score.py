@@ -21,9 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from robust.data import ArraySplit, DatasetInfo, Split, StreamSplit
-from robust.errors import ConfigError
-from robust.loader import BatchLoader
+from robust.api import ArraySplit, BatchLoader, ConfigError, DatasetInfo, Split, StreamSplit
 from robust_rare.patterns import Pattern, canonical
 from robust_rare.planting import PlantedSplit
 

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robust.atomic import atomic_write
-from robust.errors import ConfigError
-from robust.results import RunDir
-from robust.sweep import SlurmOptions, execute, run_one
-from robust.sweep import SweepRun as CoreRun
+from robust_sweep.sweep import SlurmOptions, execute, run_one
+from robust_sweep.sweep import SweepRun as CoreRun
+
+from robust.api import ConfigError, RunDir, atomic_write
 from robust_rare.names import dataset_name, reference_options
 
 # The reference's MultiStepLR milestones by total epochs (spurious_ml/models/torch_utils).
@@ -184,7 +183,7 @@ def run_cell(spec: SweepSpec, cell: Cell, root: Path) -> Path:
 
 
 def score_cell(spec: SweepSpec, cell: Cell, run_dir: Path, pattern: str) -> dict[str, Any]:
-    from robust.trained import load_trained_run
+    from robust.api import load_trained_run
     from robust_rare.score import spurious_score
 
     trained = load_trained_run(run_dir)

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robust.data import Batch
-from robust.infill import boxes_to_mask
+from robust.api import Batch
+from robust_counterfactual.infill import boxes_to_mask
 
 
 def batch_foreground(batch: Batch) -> Tensor | None:

@@ -1,8 +1,8 @@
 """Foreground masks for datasets that have none, from a registered mask provider.
 
 Methods that need the foreground (CLP's metadata augmentation and saliency term, CFGen) read it
-from the dataset. When a dataset has no masks, ``--set dataset.mask_provider=NAME`` (a protocol
-option every dataset accepts, :mod:`robust.protocols`) computes them for the training split and the
+from the dataset. When a dataset has no masks, ``--set dataset.mask_provider=NAME`` (an option every
+dataset accepts: this package's dataset transform ``mask_provider``) computes them for the training split and the
 meta set with a provider registered through the ``register_mask_providers`` hook (CLP's authors used
 an image-matting model). In-memory splits get their masks once; streamed splits per read.
 """
@@ -15,8 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from robust.data import ArraySplit, Split, StreamSplit
-from robust.errors import DataError
+from robust.api import ArraySplit, DataError, DatasetBundle, Split, StreamSplit, get_registry, replace_splits
+from robust_counterfactual.mask_options import MaskProviderOptions
 
 MaskProvider = Callable[[Tensor], Tensor]
 PROVIDER_CHUNK = 256  # images per provider call
@@ -70,8 +70,6 @@ def get_mask_provider(name: str, weights: str | None = None) -> MaskProvider:
     A provider registered as a class (a model with weights to load) is instantiated, with
     ``weights=`` (``dataset.mask_weights``) when given; a function is used as it is.
     """
-    from robust.registry import get_registry
-
     provider = get_registry().get("mask_provider", name).load()
     if isinstance(provider, type):
         return provider(weights=weights) if weights is not None else provider()
@@ -81,3 +79,18 @@ def get_mask_provider(name: str, weights: str | None = None) -> MaskProvider:
             "weights. Leave mask_weights out, or choose a model-based provider (robust list mask-providers)."
         )
     return provider
+
+
+def provide_masks(bundle: DatasetBundle, options: MaskProviderOptions) -> DatasetBundle:
+    """The ``mask_provider`` dataset transform: the training split and the meta set with the provider's masks."""
+    if options.mask_provider is None:
+        return bundle
+    provider = get_mask_provider(options.mask_provider, options.mask_weights)
+    label = f"mask provider {options.mask_provider!r}"
+    splits, aux = dict(bundle.splits), dict(bundle.aux)
+    splits["train"] = with_provider_masks(splits["train"], provider, label)
+    if "meta" in aux:
+        aux["meta"] = with_provider_masks(aux["meta"], provider, label)
+    return replace_splits(
+        bundle, splits, aux, transform_options=options.model_dump(exclude_defaults=True), has_masks=True
+    )

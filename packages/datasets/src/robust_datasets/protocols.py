@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 CORRUPTIONS = ("unif", "flip", "flip2", "hierarchical")
 FLIP_SEED = 1  # Meta-Weight-Net's fixed seed for the flip pattern
@@ -264,20 +264,17 @@ def noisy_labels(
 # -- the same protocols on any registered dataset ---------------------------------------------
 
 
-class ProtocolOptions(BaseModel):
-    """Dataset options every dataset accepts (``--set dataset.imb_factor=10``), applied after loading.
+class ClassProtocolOptions(BaseModel):
+    """Dataset options every dataset accepts (``--set dataset.imb_factor=10``), applied after loading
+    (the dataset transform ``meta_longtail_noise``, after ``frac``).
 
     A dataset whose own options have one of these names (CIFAR-LT's ``imb_factor``) handles it
-    itself; these apply to the others. Order, as CLP builds its data: ``frac`` (every split), the
-    clean meta set (``meta_per_class`` from train), the long tail (train), label noise (train), then
-    masks from a provider (train and the meta set).
+    itself; these apply to the others. Order, as CLP builds its data: the clean meta set
+    (``meta_per_class`` from train), the long tail (train), then label noise (train).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    frac: float | None = Field(
-        None, gt=0, le=1, description="Keep this fraction of every split, stratified by group (or class)."
-    )
     meta_per_class: int | None = Field(
         None, ge=1, description="Move this many clean training images per class to a meta set (aux 'meta')."
     )
@@ -291,124 +288,60 @@ class ProtocolOptions(BaseModel):
         None, description="Label noise on the training set (Meta-Weight-Net's transition matrices)."
     )
     noise_ratio: float = Field(0.0, ge=0, le=1, description="Corruption ratio of `noise`.")
-    protocol_seed: int = Field(0, ge=0, description="Seed of frac, the meta set, the long tail and the noise.")
-    mask_provider: str | None = Field(
-        None,
-        description="Foreground masks of the training split and the meta set from this registered mask provider "
-        "(robust list mask-providers), for datasets without masks.",
+    protocol_seed: int = Field(
+        0, ge=0, description="Seed of the dataset transforms that draw samples (frac, meta set, long tail, noise)."
     )
-    mask_weights: str | None = Field(
-        None,
-        description="Weights file of a model-based mask provider (deeplabv3: a state dict); default: torchvision's "
-        "cache.",
-    )
-
-    groups: str | None = Field(
-        None,
-        description="Inferred groups from this CSV (as `robust discover` writes: split,index,label,cluster) replace "
-        "the group labels of the splits it lists (group = label x cluster, bias = cluster); test keeps its true "
-        "groups. Same dataset options as the run it was discovered from.",
-    )
-
-    @model_validator(mode="after")
-    def _weights_need_a_provider(self) -> ProtocolOptions:
-        if self.mask_weights is not None and self.mask_provider is None:
-            raise ValueError("mask_weights names the weights of a mask provider: give dataset.mask_provider too")
-        return self
 
     def active(self) -> bool:
-        return any(
-            v is not None
-            for v in (self.frac, self.meta_per_class, self.imb_factor, self.noise, self.mask_provider, self.groups)
-        )
+        return any(v is not None for v in (self.meta_per_class, self.imb_factor, self.noise))
 
 
-PROTOCOL_KEYS = tuple(ProtocolOptions.model_fields)
-
-
-def split_protocol_options(options: dict[str, Any], dataset_fields: set[str]) -> tuple[dict, dict]:
-    """``(dataset options, protocol options)``: protocol keys the dataset does not own itself."""
-    own = {k: v for k, v in options.items() if k not in PROTOCOL_KEYS or k in dataset_fields}
-    generic = {k: v for k, v in options.items() if k in PROTOCOL_KEYS and k not in dataset_fields}
-    return own, generic
-
-
-def stratified_fraction(strata: np.ndarray, frac: float, seed: int) -> np.ndarray:
-    """Sorted indices keeping ``round(frac * n)`` (at least 1) samples of every stratum."""
-    rng = np.random.default_rng(seed)
-    kept = []
-    for value in np.unique(strata):
-        index = np.flatnonzero(strata == value)
-        kept.append(rng.choice(index, size=max(1, round(frac * len(index))), replace=False))
-    return np.sort(np.concatenate(kept)) if kept else np.empty(0, dtype=np.int64)
-
-
-def apply_protocol(bundle: Any, options: ProtocolOptions) -> Any:
-    """The bundle with ``options`` applied (a :class:`robust.data.DatasetBundle`; a new one)."""
-    import dataclasses
-
+def apply_class_protocol(bundle: Any, options: ClassProtocolOptions) -> Any:
+    """The bundle (a ``robust.api.DatasetBundle``) with the meta set, long tail and label noise of
+    ``options`` applied (a new one)."""
     import torch
 
-    from robust.data import subset_split, with_groups, with_labels
+    from robust.api import DataError, replace_splits, subset_split, with_labels
 
     if not options.active():
         return bundle
     splits, aux = dict(bundle.splits), dict(bundle.aux)
-    extra = dict(bundle.info.extra)
+    extra: dict[str, Any] = {}
     seed = options.protocol_seed
     C = bundle.info.num_classes
-    if options.frac is not None:
-        for k, (name, split) in enumerate(sorted(splits.items())):
-            strata = (split.groups if split.groups is not None else split.labels).numpy()
-            splits[name] = subset_split(split, torch.from_numpy(stratified_fraction(strata, options.frac, seed + k)))
     train = splits["train"]
     labels = train.labels.numpy()
-    if options.meta_per_class is not None or options.imb_factor is not None:
-        if options.meta_per_class is not None and "meta" in aux:
-            raise ValueError("the dataset already has a meta set; meta_per_class would replace it")
-        selection = long_tailed_indices(
-            labels,
-            options.imb_factor or 1.0,
-            seed,
-            num_classes=C,
-            num_meta=options.meta_per_class or 0,
-            # With a long tail, the smallest class can fill its quota (the counts follow the profile
-            # exactly); without one, every class keeps all it has after the meta set.
-            n_max=float(np.bincount(labels, minlength=C).min() if options.imb_factor is not None else len(labels))
-            - (options.meta_per_class or 0),
-        )
-        if options.meta_per_class is not None:
-            aux["meta"] = subset_split(train, torch.from_numpy(selection.meta))
-        train = subset_split(train, torch.from_numpy(np.sort(selection.train)))
-        extra["protocol_train_counts"] = np.bincount(train.labels.numpy(), minlength=C).tolist()
-    if options.noise is not None:
-        clean = train.labels.numpy()
-        rng = np.random.RandomState(seed)
-        matrix = transition_matrix(options.noise, options.noise_ratio, C, rng=rng)
-        noisy = noisy_labels(clean, C, options.noise, options.noise_ratio, rng=rng, matrix=matrix)
-        train = with_labels(train, torch.from_numpy(noisy))
-        extra["protocol_noise_rate"] = float((noisy != clean).mean()) if len(clean) else 0.0
-    has_masks = bundle.info.has_masks
-    if options.mask_provider is not None:
-        from robust.masks import get_mask_provider, with_provider_masks
-
-        provider = get_mask_provider(options.mask_provider, options.mask_weights)
-        label = f"mask provider {options.mask_provider!r}"
-        train = with_provider_masks(train, provider, label)
-        if "meta" in aux:
-            aux["meta"] = with_provider_masks(aux["meta"], provider, label)
-        has_masks = True
+    try:
+        if options.meta_per_class is not None or options.imb_factor is not None:
+            if options.meta_per_class is not None and "meta" in aux:
+                raise ValueError("the dataset already has a meta set; meta_per_class would replace it")
+            selection = long_tailed_indices(
+                labels,
+                options.imb_factor or 1.0,
+                seed,
+                num_classes=C,
+                num_meta=options.meta_per_class or 0,
+                # With a long tail, the smallest class can fill its quota (the counts follow the profile
+                # exactly); without one, every class keeps all it has after the meta set.
+                n_max=float(np.bincount(labels, minlength=C).min() if options.imb_factor is not None else len(labels))
+                - (options.meta_per_class or 0),
+            )
+            if options.meta_per_class is not None:
+                aux["meta"] = subset_split(train, torch.from_numpy(selection.meta))
+            train = subset_split(train, torch.from_numpy(np.sort(selection.train)))
+            extra["protocol_train_counts"] = np.bincount(train.labels.numpy(), minlength=C).tolist()
+        if options.noise is not None:
+            clean = train.labels.numpy()
+            rng = np.random.RandomState(seed)
+            matrix = transition_matrix(options.noise, options.noise_ratio, C, rng=rng)
+            noisy = noisy_labels(clean, C, options.noise, options.noise_ratio, rng=rng, matrix=matrix)
+            train = with_labels(train, torch.from_numpy(noisy))
+            extra["protocol_noise_rate"] = float((noisy != clean).mean()) if len(clean) else 0.0
+    except ValueError as exc:
+        given = ", ".join(f"{k}={v}" for k, v in options.model_dump(exclude_defaults=True).items())
+        raise DataError(
+            f"Cannot apply {given} to dataset {bundle.info.name!r}: {exc}. Lower meta_per_class, or choose another "
+            "imb_factor."
+        ) from None
     splits["train"] = train
-    counts = bundle.info.train_group_counts
-    if train.groups is not None and counts:
-        counts = np.bincount(train.groups.numpy(), minlength=len(counts)).tolist()
-    if options.groups is not None:  # last: its indices are those of the splits as the options make them
-        from robust.discovery import read_inferred_groups
-
-        inferred = read_inferred_groups(options.groups, splits)
-        for name, (groups, bias) in inferred.items():
-            splits[name] = with_groups(splits[name], groups, bias)
-        extra["inferred_groups"] = {"file": options.groups, "splits": sorted(inferred)}
-    extra["protocol"] = options.model_dump(exclude_defaults=True)
-    info = dataclasses.replace(bundle.info, extra=extra, train_group_counts=counts, has_masks=has_masks)
-    return dataclasses.replace(bundle, info=info, splits=splits, aux=aux)
+    return replace_splits(bundle, splits, aux, transform_options=options.model_dump(exclude_defaults=True), extra=extra)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from robust.data import ArraySplit, Split
-from robust.errors import ConfigError
+from robust.api import ArraySplit, ConfigError, Split
 
 if TYPE_CHECKING:
-    from robust.method import MethodContext
+    from robust.api import MethodContext
 
 ALLOW_NO_MASKS = "allow_no_masks"
 ALLOW_NO_MASKS_HELP = (
@@ -30,7 +29,7 @@ def split_has_foreground(split: Split) -> bool:
         return True
     if isinstance(split, ArraySplit):
         return split.masks is not None
-    from robust.masks import ProviderMaskedSplit
+    from robust_counterfactual.masks import ProviderMaskedSplit
 
     if isinstance(split, ProviderMaskedSplit):
         return True

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robust.errors import ConfigError
+from robust.api import ConfigError
 
 INFILL_NAMES_CF: tuple[str, ...] = ("none", "mean", "random", "shuffle", "tile", "cagan")
 """Counterfactual infills (the object's rectangle is filled; label "not y"), CFGen's ``--inpaint``."""
@@ -381,7 +381,7 @@ def get_infill(name: str) -> InfillFn:
     """The registered operator called ``name`` (``robust list infills``)."""
     if name == "none":
         raise ValueError("'none' is not an infill operator: skip the augmentation instead of calling it")
-    from robust.registry import get_registry
+    from robust.api import get_registry
 
     return get_registry().get("infill", name).load()
 

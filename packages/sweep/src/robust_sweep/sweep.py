@@ -45,8 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robust.config import toml_literal
-from robust.errors import ConfigError, RunDirError
+from robust.api import ConfigError, RunDirError, toml_literal
 
 KEYS = {"methods", "datasets", "seeds", "epochs", "steps", "set", "grid", "methods_grid", "name", "nproc"}
 EXPECTED = (
@@ -86,7 +85,7 @@ def _shown(v: Any) -> str:
     A string is shown bare when reading it back as a ``--set`` value gives the same string (``adam``,
     not ``1`` or ``true``); everything else is its TOML literal (floats by their shortest exact repr).
     """
-    from robust.config import parse_value
+    from robust.api import parse_value
 
     if isinstance(v, str) and _PLAIN.fullmatch(v) and parse_value(v) == v:
         return v
@@ -163,6 +162,11 @@ class SweepSpec:
         sets = data.get("set", {})
         if not isinstance(sets, dict):
             raise fail("set", f'must be a table of options ([set] then "dataset.image_size" = 32), got {sets!r}')
+        for option in sets:
+            if not option.strip() or any(not part.strip() for part in option.split(".")):
+                raise fail(
+                    f"set.{option}", "is not an option name (expected KEY or SECTION.KEY, e.g. lr or dataset.frac)"
+                )
         grid = _grid(data.get("grid", {}), "grid", fail)
         per_method = data.get("methods_grid", {})
         if not isinstance(per_method, dict):
@@ -207,7 +211,9 @@ def _is_int(value: Any) -> bool:
 def _list_of(value: Any, key: str, kind: type, fail: Callable[[str, str], ConfigError]) -> list[Any]:
     if not isinstance(value, list) or not all(_is_int(v) if kind is int else isinstance(v, kind) for v in value):
         noun = "integers" if kind is int else "strings"
-        raise fail(key, f"must be a list of {noun} (e.g. {key} = {'[0, 1, 2]' if kind is int else '[...]'}), got {value!r}")
+        raise fail(
+            key, f"must be a list of {noun} (e.g. {key} = {'[0, 1, 2]' if kind is int else '[...]'}), got {value!r}"
+        )
     return list(value)
 
 
@@ -216,8 +222,14 @@ def _grid(table: Any, key: str, fail: Callable[[str, str], ConfigError]) -> dict
     if not isinstance(table, dict):
         raise fail(key, f"must be a table of lists ([{key}] then lr = [0.1, 0.01]), got {table!r}")
     for option, values in table.items():
+        if not option.strip() or any(not part.strip() for part in option.split(".")):
+            raise fail(
+                f"{key}.{option}", "is not an option name (expected KEY or SECTION.KEY, e.g. lr or dataset.frac)"
+            )
         if not isinstance(values, list) or not values:
-            raise fail(f"{key}.{option}", f"must be a non-empty list of values (e.g. {option} = [0.1, 0.01]), got {values!r}")
+            raise fail(
+                f"{key}.{option}", f"must be a non-empty list of values (e.g. {option} = [0.1, 0.01]), got {values!r}"
+            )
         shown = [(type(v).__name__, _shown(v)) for v in values]
         if len(set(shown)) != len(shown):
             raise fail(f"{key}.{option}", f"lists a value twice ({values!r})")
@@ -228,10 +240,7 @@ def run_one(run: SweepRun, out: str, launcher: tuple[int, str | None] | None = N
     """Train one run of a sweep (in the worker process): start it, or resume it if it was interrupted.
     A job with several tasks (``nproc``) is one data-parallel run: its tasks join one process group.
     ``launcher`` (pid, start time) is the local sweep process: this worker dies when it does."""
-    from robust import distributed
-    from robust.engine import Run
-    from robust.resolve import resolve_run_config
-    from robust.results import RunDir
+    from robust.api import Run, RunDir, distributed, resolve_run_config
 
     if launcher is not None:
         watch_launcher(*launcher)
@@ -275,7 +284,7 @@ WRITER_WAIT_S = 15.0
 
 def wait_for_writer(directory: Path, timeout: float = WRITER_WAIT_S) -> None:
     """Return once no process holds ``directory``'s run lock; RunDirError naming the holder after ``timeout``."""
-    from robust.runlock import RunLock
+    from robust.api import RunLock
 
     if not directory.is_dir():
         return
@@ -398,7 +407,7 @@ def executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def pending(spec: SweepSpec, root: Path) -> list[SweepRun]:
-    from robust.results import RunDir
+    from robust.api import RunDir
 
     return [r for r in spec.runs() if not RunDir(root / r.name).is_finished()]
 

@@ -1,7 +1,7 @@
 """Group discovery: infer groups nobody annotated, from a trained model's representations.
 
 ``robust discover --from RUN_DIR`` embeds the training split with the run's classifier, clusters
-each class's embeddings (:mod:`robust.clustering`, the machinery PruSC uses: cosine k-means,
+each class's embeddings (:mod:`robust_groups.clustering`, the machinery PruSC uses: cosine k-means,
 k-means++ seeding, best of several restarts), and assigns the other splits (val) to the nearest
 training centroid of their class, so that cluster ``j`` of a class means the same thing in every
 split. The result is a CSV, ``split,index,label,cluster``, that any run reads back as its group
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robust.atomic import atomic_write, atomic_write_json
-from robust.clustering import agreement, cluster, representations
-from robust.data import Split
-from robust.errors import ConfigError
+from robust.api import ConfigError, DatasetBundle, Split, agreement, atomic_write, atomic_write_json, replace_splits
+from robust.api import with_groups as _with_groups
+from robust_groups.clustering import cluster, representations
+from robust_groups.groups_options import GroupsOptions
 
 COLUMNS = ("split", "index", "label", "cluster")
 
@@ -201,6 +201,24 @@ def read_inferred_groups(path: str | Path, splits: dict[str, Split]) -> dict[str
     return out
 
 
+def apply_inferred_groups(bundle: DatasetBundle, options: GroupsOptions) -> DatasetBundle:
+    """The ``groups`` dataset transform: the splits the CSV lists get its inferred groups (the training
+    group counts stay those of the true groups: the test split keeps its own)."""
+    if options.groups is None:
+        return bundle
+    splits = dict(bundle.splits)
+    inferred = read_inferred_groups(options.groups, splits)
+    for name, (groups, bias) in inferred.items():
+        splits[name] = _with_groups(splits[name], groups, bias)
+    return replace_splits(
+        bundle,
+        splits,
+        recount=False,
+        transform_options={"groups": options.groups},
+        extra={"inferred_groups": {"file": options.groups, "splits": sorted(inferred)}},
+    )
+
+
 def discover_from_run(
     run_dir: str | Path,
     *,
@@ -214,9 +232,7 @@ def discover_from_run(
     data_root: str | None = None,
 ) -> Discovery:
     """Groups inferred from the classifier a run trained (its dataset, with the run's options)."""
-    from robust.device import resolve_device
-    from robust.loader import BatchLoader
-    from robust.trained import load_trained_run
+    from robust.api import BatchLoader, load_trained_run, resolve_device
 
     trained = load_trained_run(run_dir, checkpoint, resolve_device(device), data_root)
     name = trained.config.get("dataset", {}).get("name")

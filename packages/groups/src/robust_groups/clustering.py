@@ -29,9 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robust.atomic import atomic_write
-from robust.data import Batch
-from robust.errors import ConfigError
+from robust.api import Batch, ConfigError, adjusted_rand_index, agreement, atomic_write  # noqa: F401  (re-exported: discovery uses them)
 
 Mode = Literal["all", "per_class"]
 
@@ -142,51 +140,6 @@ def cluster(
         members = (labels == c).nonzero().flatten()
         out[members] = c * k + kmeans(features[members], k, seed=seed + c, restarts=restarts)
     return out
-
-
-def adjusted_rand_index(a: Tensor, b: Tensor) -> float:
-    """Adjusted Rand index of two labelings (1 = identical partitions, ~0 = chance)."""
-    _, a = a.unique(return_inverse=True)
-    _, b = b.unique(return_inverse=True)
-    table = torch.zeros(int(a.max()) + 1, int(b.max()) + 1, dtype=torch.float64)
-    table.index_put_((a.cpu(), b.cpu()), torch.ones(len(a), dtype=torch.float64), accumulate=True)
-
-    def pairs(t: Tensor) -> Tensor:
-        return (t * (t - 1) / 2).sum()
-
-    total = pairs(torch.tensor(float(len(a)), dtype=torch.float64))
-    index = pairs(table)
-    rows, cols = pairs(table.sum(1)), pairs(table.sum(0))
-    expected = rows * cols / total if total > 0 else torch.tensor(0.0, dtype=torch.float64)
-    maximum = (rows + cols) / 2
-    if float(maximum - expected) == 0:
-        return 1.0
-    return float((index - expected) / (maximum - expected))
-
-
-def agreement(clusters: Tensor, groups: Tensor) -> dict[str, float]:
-    """How well clusters recover the true groups.
-
-    ``ari``: adjusted Rand index. ``purity``: fraction of samples whose cluster's majority group is
-    their own. ``worst_group_recall``: each cluster stands for its majority group; a group's recall
-    is the fraction of its samples in clusters that stand for it; the minimum over groups (0 when a
-    small group has no cluster of its own, the failure that matters for robustness).
-    """
-    clusters, groups = clusters.cpu(), groups.cpu()
-    _, c = clusters.unique(return_inverse=True)
-    group_ids = groups.unique()
-    _, g = groups.unique(return_inverse=True)
-    table = torch.zeros(int(c.max()) + 1, len(group_ids), dtype=torch.long)
-    table.index_put_((c, g), torch.ones(len(c), dtype=torch.long), accumulate=True)
-    majority = table.argmax(dim=1)  # the group each cluster stands for
-    hit = majority[c] == g
-    recalls = torch.stack([hit[g == j].float().mean() for j in range(len(group_ids))])
-    return {
-        "ari": adjusted_rand_index(clusters, groups),
-        "purity": float(hit.float().mean()),
-        "worst_group_recall": float(recalls.min()),
-        "num_clusters": float(len(table)),
-    }
 
 
 FIELDS = ("index", "label", "cluster")

@@ -1,0 +1,1 @@
+"""Counterfactual and factual images for robust: foreground masks and mask providers, infill operators, input-gradient saliency, the enlarged CF/F batch and its losses, and the bounding-box crop (shared by CFGen and CLP)."""
