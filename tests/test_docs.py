@@ -157,3 +157,22 @@ def test_readme_setup_command_installs_existing_packages_and_runs_clp_with_its_c
     resolved = resolve_run_config("clp", dataset=dataset, sets=[], flags={})
     assert resolved.config.preset == "synthetic-waterbirds"
     assert resolved.config.dataset["image_size"] == 32 and resolved.config.dataset["scale"] == 0.5
+
+
+def test_python_examples_import_only_the_plugin_api():
+    """Examples import robust only through robust.api (the test kit, robust.testing, is for tests)."""
+    import ast
+
+    bad = []
+    for number, block in enumerate(code_blocks(doc_text(), "python")):
+        for node in ast.walk(ast.parse(block)):
+            if isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""] if node.level == 0 else []
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            for module in modules:
+                if module.split(".")[0] == "robust" and module not in ("robust.api", "robust.testing"):
+                    bad.append(f"block {number}, line {node.lineno}: {module}")
+    assert not bad, f"docs/plugins.md imports internal modules (use robust.api): {bad}"

@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from robust.data import Batch
+from robust.distributed import GradientAverager
 from robust.engine import Run
 from robust.losses import cross_entropy
 from robust.models.mlp import build_mlp
 from robust.resolve import resolve_run_config
-
-from .core.tiny import Crash, CrashAt, TinyPlugin
+from robust.testing import Crash, CrashAt, TinyDatasetPlugin
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "robust-example-method"
 DIST = "robust-example-method"
@@ -153,7 +153,7 @@ def with_mixup(register_plugin):
     from robust.plugins import load_plugins, pm
 
     load_plugins()
-    with register_plugin(TinyPlugin(), "tiny-test-plugin"):
+    with register_plugin(TinyDatasetPlugin(), "tiny-test-plugin"):
         if pm.is_registered(example_plugin):
             yield
         else:
@@ -204,6 +204,7 @@ def make_method(alpha: float = 0.2, lr: float = 0.1) -> Mixup:
         build_model=lambda: build_mlp({"hidden_sizes": [16]}, num_classes=3, input_shape=(1, 4, 4)),
         build_loss=lambda name: cross_entropy(),
         precision=SimpleNamespace(scaler=None),
+        gradients=GradientAverager(),
     )
     return Mixup(MixupConfig(alpha=alpha, lr=lr), ctx)
 

@@ -81,6 +81,7 @@ def test_trace_plugins_prints_hook_calls():
     assert "hook register_methods" in result.stderr
 
 
+@pytest.mark.slow
 def test_info_shows_options_and_defaults():
     out = robust("info", "erm").stdout
     assert "lr" in out and "weight_decay" in out and "0.001" in out
@@ -123,6 +124,7 @@ def test_cuda_on_a_machine_without_one():
     assert_clean_error(robust("run", "erm", "--dataset", "synthetic-cmnist", "--device", "cuda"), "no usable CUDA")
 
 
+@pytest.mark.slow
 def test_invalid_toml_config(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[method\nlr = ")
@@ -132,6 +134,7 @@ def test_invalid_toml_config(tmp_path):
     assert_clean_error(robust("run", "erm", "--dataset", "synthetic-cmnist", "--config", str(wrong)), "epochs")
 
 
+@pytest.mark.slow
 def test_end_to_end_erm_both_datasets_then_report(tmp_path):
     for name, small in (("synthetic-cmnist", CMNIST_SMALL), ("synthetic-waterbirds", WATERBIRDS_SMALL)):
         out = tmp_path / "runs" / name
@@ -147,6 +150,7 @@ def test_end_to_end_erm_both_datasets_then_report(tmp_path):
     assert csv_out.splitlines()[0].startswith("method,dataset,model,selection,n,")
 
 
+@pytest.mark.slow
 def test_existing_run_dir_corrupt_checkpoint_and_non_finite_loss(tmp_path):
     out = tmp_path / "run"
     args = ["run", "erm", "--dataset", "synthetic-cmnist", *CMNIST_SMALL, "--out", str(out), "-q"]
@@ -158,6 +162,7 @@ def test_existing_run_dir_corrupt_checkpoint_and_non_finite_loss(tmp_path):
     assert_clean_error(robust("run", "erm", "--out", str(out), "--resume", "-q"), "corrupt")
 
 
+@pytest.mark.slow
 def test_resume_from_cli_finishes_the_run(tmp_path):
     out = tmp_path / "run"
     common = ["--dataset", "synthetic-cmnist", *CMNIST_SMALL, "--out", str(out), "-q"]
@@ -169,6 +174,7 @@ def test_resume_from_cli_finishes_the_run(tmp_path):
     assert (out / "summary.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_misspelt_rerun_and_a_colliding_discover_lose_nothing(tmp_path):
     """Issue 18: `--rerun` of a phase that does not exist deleted summary.json and the best checkpoints
     before it found out; `discover --out RUN/summary.csv` wrote over the run's summary.json."""

@@ -45,9 +45,15 @@ class JTT(ERM):
 
     def phases(self) -> list[Phase]:
         return [
-            Phase("identify", epochs=self.config.identification_epochs, select=False),
+            Phase("identify", epochs=self.config.identification_epochs, select=False, optimizers=("model",)),
             Phase("error-set", run=self.find_error_set),
-            Phase("retrain", update=self.retrain_step, on_start=self.start_retraining),
+            Phase(
+                "retrain",
+                update=self.retrain_step,
+                on_start=self.start_retraining,
+                optimizers=("retrain",),
+                epoch_indices=self.upsampled_order,
+            ),
         ]
 
     # -- phase identify -------------------------------------------------------------------
@@ -67,18 +73,15 @@ class JTT(ERM):
 
     # -- phase error-set ------------------------------------------------------------------
 
-    @torch.no_grad()
-    def find_error_set(self) -> None:
+    def find_error_set(self) -> dict[str, float]:
+        """The samples the identification model gets wrong (a run phase: no_grad, eval mode)."""
         ctx = self.ctx
         if self.config.error_set_from == "training_pass":
             wrong = self.pass_wrong.clone()
         else:
-            was_training = self.model.training
-            self.model.eval()
             wrong = torch.zeros_like(self.wrong)
             for batch in ctx.batches("train"):
                 wrong[batch.index] = self.model(batch.x).argmax(1) != batch.y
-            self.model.train(was_training)
         self.wrong.copy_(wrong)
         size = int(wrong.sum())
         if size == 0:
@@ -94,6 +97,7 @@ class JTT(ERM):
         agreement = ctx.group_agreement(wrong.long().cpu(), "train")
         detail = f"; vs the true groups: worst-group recall {agreement['worst_group_recall']:.3f}" if agreement else ""
         ctx.log(f"JTT error set: {size} of {ctx.num_train} training samples ({self.config.error_set_from}){detail}.")
+        return {"size": size, **({"worst_group_recall": agreement["worst_group_recall"]} if agreement else {})}
 
     # -- phase retrain --------------------------------------------------------------------
 
@@ -105,14 +109,12 @@ class JTT(ERM):
     def start_retraining(self) -> None:
         """A fresh model and optimiser (the released code launches a new run for stage 2)."""
         self.model = self.ctx.build_model()
-        self._optimizers.pop("model", None)
-        self._schedulers.pop("model", None)
+        self.remove_optimizer("model")  # stage 1's, for the network just replaced
         optimizer = make_optimizer(self.model.parameters(), self.config)
         self.add_optimizer("retrain", optimizer, make_scheduler(optimizer, self.config, self.ctx.epochs))
 
-    def epoch_indices(self, epoch: int, generator: torch.Generator) -> Tensor | None:
-        if self.phase is None or self.phase.name != "retrain":
-            return None
+    def upsampled_order(self, epoch: int, generator: torch.Generator) -> Tensor:
+        """A retraining epoch: every sample once and the error set ``copies()`` times, shuffled."""
         data = upsampled_indices(self.ctx.num_train, self.wrong.cpu().nonzero().squeeze(1), self.copies())
         return data[torch.randperm(len(data), generator=generator)]
 

@@ -27,6 +27,10 @@ class RobustGroup(click.Group):
     def resolve_command(self, ctx: click.Context, args: list[str]):
         name = args[0] if args else None
         if name is not None and not name.startswith("-") and self.get_command(ctx, name) is None:
+            from robust.errors import install_hint
+
+            if install := install_hint("command", name):
+                ctx.fail(f"No such command {name!r}. {install}")
             matches = difflib.get_close_matches(name, self.list_commands(ctx), n=2, cutoff=0.5)
             hint = f" Did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
             ctx.fail(f"No such command {name!r}.{hint} Run `robust --help` for the list of commands.")
@@ -228,12 +232,41 @@ def info(name: str, kind: str | None) -> None:
             presets = getattr(target, "presets", {})
             if presets:
                 auto = getattr(target, "dataset_presets", {})
-                console.print("presets (--set preset=NAME): " + ", ".join(sorted(presets)))
+                console.print(preset_table(presets))
                 if auto:
                     console.print("picked automatically: " + ", ".join(f"{d} -> {p}" for d, p in sorted(auto.items())))
             console.print(
                 f"uses group labels in training: {'yes' if getattr(target, 'uses_group_labels', False) else 'no'}"
             )
+
+
+def preset_table(presets: dict[str, dict[str, Any]]) -> Any:
+    """A method's presets, one row each: the options it sets as ``--set`` spells them (the method's own
+    unprefixed); those every preset sets are listed once, in the caption."""
+    from rich.table import Table
+
+    items = {name: preset_items(presets[name]) for name in sorted(presets)}
+    common = [i for i in next(iter(items.values())) if all(i in other for other in items.values())]
+    common = common if len(items) > 1 else []
+    table = Table("preset", "sets", title="presets (--set preset=NAME)")
+    table.caption = f"every preset also sets: {', '.join(common)}" if common else None
+    for name, sets in items.items():
+        table.add_row(name, ", ".join(i for i in sets if i not in common) or "(nothing else)")
+    return table
+
+
+def preset_items(preset: dict[str, Any]) -> list[str]:
+    """``["lr=0.001", "train.steps=3000", 'model.name="resnet18"']``: a preset's options as ``--set`` spells them."""
+    from robust.config import shown_value
+
+    parts = []
+    for section, options in preset.items():
+        prefix = "" if section == "method" else f"{section}."
+        if isinstance(options, dict):
+            parts += [f"{prefix}{key}={shown_value(value)}" for key, value in options.items()]
+        else:
+            parts.append(f"{section}={shown_value(options)}")
+    return parts
 
 
 @cli.command()
@@ -293,6 +326,12 @@ def info(name: str, kind: str | None) -> None:
     "`torchrun --standalone --nproc-per-node N -m robust run ...`. train.batch_size stays the global batch.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables.")
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print the resolved configuration (defaults, preset, --config, --set and flags merged) as TOML, which "
+    "--config reads back, and exit without loading data or training.",
+)
 def run(
     method: str,
     dataset: str | None,
@@ -312,10 +351,10 @@ def run(
     val_attr: str | None,
     nproc: int | None,
     quiet: bool,
+    print_config: bool,
 ) -> None:
     """Train METHOD on a dataset and write a run directory (config, history, summary, checkpoints)."""
     from robust.errors import ConfigError
-    from robust.resolve import resolve_run_config
     from robust.results import RunDir
 
     base = None
@@ -333,10 +372,23 @@ def run(
         sets = (f"from_run={from_run}", *sets)
     flags = {"seed": seed, "device": device, "epochs": epochs, "steps": steps, "data_root": data_root}
     flags |= {"train_attr": train_attr, "val_attr": val_attr}
+    if not print_config:  # before torch: a dataset that is not here is reported in a fraction of a second
+        _check_dataset_files(dataset, config_file, sets, data_root, base)
+    from robust.resolve import resolve_run_config  # imports torch (the method's module)
+
     resolved = resolve_run_config(
         method, dataset=dataset, model=model, config_file=config_file, sets=sets, flags=flags, base=base
     )
     config = resolved.config
+    for note in resolved.notes:
+        click.echo(f"Note: {note}", err=True)
+    if print_config:
+        from robust.config import to_toml
+
+        click.echo(to_toml(config.model_dump(mode="json")), nl=False)
+        return
+    if resume:  # before the data is loaded: a changed option is refused now, naming what changed
+        RunDir(out).check_same_run(config.model_dump(mode="json"), resume=True)
     if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
         _launch_processes(nproc)  # the options are valid: the processes start
         return
@@ -363,6 +415,47 @@ def run(
     if not quiet:
         Console().print(summary_table(summary))
     click.echo(f"Run directory: {out}", err=quiet)
+
+
+def _check_dataset_files(
+    dataset: str | None,
+    config_file: str | None,
+    sets: tuple[str, ...],
+    data_root: str | None,
+    base: dict[str, Any] | None,
+) -> None:
+    """Raise the dataset's DataError now, before torch is imported, when its registration names files
+    that are not under the data root (:mod:`robust.ondisk`). Only the dataset's options matter here:
+    anything unclear (a malformed option, an unknown name) is left to the full resolution to report."""
+    from robust.config import deep_merge, load_toml, nest, parse_set
+    from robust.ondisk import check_dataset_files
+    from robust.paths import data_root as find_data_root
+    from robust.plugins import pm
+    from robust.registry import get_registry
+
+    try:
+        stored = {k: v for k, v in (base or {}).items() if k in ("dataset", "data_root")}
+        tree = deep_merge(stored, load_toml(config_file) if config_file else {})
+        for item in sets:
+            path, value = parse_set(item)
+            if path[0] in ("dataset", "data_root"):
+                tree = deep_merge(tree, nest(path, value))
+        options = tree.get("dataset", {})
+        name = dataset or (options.get("name") if isinstance(options, dict) else None)
+        if not isinstance(options, dict) or not isinstance(name, str):
+            return
+        registry = get_registry()
+        entry = registry.find("dataset", name)
+        if entry is None and (answer := pm.hook.resolve_dataset(name=name)) is not None:
+            entry = registry.find("dataset", answer[0])
+            options = {**answer[1], **options}
+        root = data_root or tree.get("data_root")
+        if entry is None or (root is not None and not isinstance(root, str)):
+            return
+        root_path = find_data_root(root)
+    except Exception:  # whatever it is, the full resolution reports it
+        return
+    check_dataset_files(entry, {k: v for k, v in options.items() if k != "name"}, root_path)
 
 
 def _launch_processes(nproc: int) -> None:

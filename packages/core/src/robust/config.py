@@ -18,8 +18,9 @@ This module does not import torch.
 from __future__ import annotations
 
 import tomllib
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -168,6 +169,44 @@ def toml_literal(value: Any) -> str:
     raise ConfigError(f"Cannot write {value!r} ({type(value).__name__}) as a TOML value.")
 
 
+def to_toml(tree: dict[str, Any]) -> str:
+    """A resolved config (what config.json holds) as a TOML file that ``--config`` reads back: the
+    top-level keys, then a table per section. TOML has no null: an option that is not set (None) is
+    a comment line, as is ``train.epochs`` when ``train.steps`` replaces it."""
+    lines: list[str] = []
+    tables = {k: v for k, v in tree.items() if isinstance(v, dict)}
+    for key, value in tree.items():
+        if key not in tables:
+            lines.append(_toml_line(key, value))
+    for name, table in tables.items():
+        lines += ["", f"[{_toml_key(name)}]"]
+        ignored = name == "train" and table.get("steps") is not None and "epochs" in table
+        for key, value in table.items():
+            line = _toml_line(key, value)
+            if ignored and key == "epochs":
+                line = f"# {line}  (ignored: steps is set)"
+            lines.append(line)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_key(key: str) -> str:
+    bare = key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
+    return key if bare else toml_literal(key)
+
+
+def _toml_line(key: str, value: Any) -> str:
+    if value is None:
+        return f"# {_toml_key(key)} = (not set)"
+    return f"{_toml_key(key)} = {toml_literal(_without_none(value))}"
+
+
+def _without_none(value: Any) -> Any:
+    """Inline tables without their unset (None) entries: TOML cannot write them."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def _toml_char(char: str) -> str:
     if char in ('"', "\\"):
         return "\\" + char
@@ -256,12 +295,18 @@ def route_set_key(
 
 def validate_section(section: str, name: str, options: dict[str, Any], model: type[BaseModel] | None) -> dict[str, Any]:
     """Check one section's options against its pydantic model; return them with defaults filled in."""
+    typed = validate_typed(section, name, options, model)
+    return typed.model_dump(mode="json") if typed is not None else {}
+
+
+def validate_typed(section: str, name: str, options: dict[str, Any], model: type[BaseModel] | None) -> BaseModel | None:
+    """One section's options as its typed model (None when it takes none), or a clear error."""
     if model is None:
         if options:
             raise ConfigError(f"The {section} {name!r} takes no options, but got {', '.join(sorted(options))}.")
-        return {}
+        return None
     try:
-        return model.model_validate(options).model_dump(mode="json")
+        return model.model_validate(options)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(f"{section} {name!r}", exc, model)) from None
 
@@ -279,7 +324,27 @@ def describe_validation_error(where: str, exc: ValidationError, model: type[Base
 
 
 def _type_name(annotation: Any) -> str:
+    """A type as a user reads it: ``"auto" | "off"`` for a Literal (its allowed values), ``int | None``,
+    ``list[str]``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return " | ".join(shown_value(a) for a in args)
+    if origin is Union or origin is types.UnionType:
+        return " | ".join(_type_name(a) for a in args)
+    if annotation is type(None):
+        return "None"
+    if origin is not None and args:
+        name = getattr(origin, "__name__", None) or str(origin).replace("typing.", "")
+        return f"{name}[{', '.join('...' if a is Ellipsis else _type_name(a) for a in args)}]"
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def shown_value(value: Any) -> str:
+    """A value as it is typed in TOML and ``--set`` (strings in double quotes), else its repr (None)."""
+    try:
+        return toml_literal(value)
+    except ConfigError:
+        return repr(value)
 
 
 def schema_rows(model: type[BaseModel] | None) -> list[tuple[str, str, str, str]]:

@@ -29,6 +29,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -199,6 +200,46 @@ def average_gradients(params: Iterable[Tensor], weight: float) -> None:
         for g in grads:
             g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
+
+
+class GradientAverager:
+    """Averages gradients over processes before every optimizer step: owned by the engine, handed to
+    the method in its context (``ctx.gradients``), so a method never deals with processes.
+
+    Gradients reach an optimizer two ways: :meth:`robust.method.Method.optimize` averages them after
+    its backward (before clipping and the grad scaler's inf check, so that every process decides
+    alike); an optimizer stepped by hand averages them in a step pre-hook (:meth:`attach`). Either
+    way once per step. ``batch_share`` is this process's share of the global batch (the weight of its
+    gradients), set by the engine for each training step. In a single process nothing happens.
+    """
+
+    def __init__(self) -> None:
+        self.batch_share = 1.0 / world().size
+        self._averaged: set[int] = set()
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.register_step_pre_hook(self._before_step)
+
+    def average(self, optimizers: Iterable[torch.optim.Optimizer]) -> None:
+        optimizers = list(optimizers)
+        average_gradients(_optimizer_params(optimizers), self.batch_share)
+        self._averaged.update(id(opt) for opt in optimizers)
+
+    def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if id(optimizer) in self._averaged:
+            self._averaged.discard(id(optimizer))
+            return
+        average_gradients(_optimizer_params([optimizer]), self.batch_share)
+
+    def end_step(self) -> None:
+        """After each training step (and outside them: every process does the same)."""
+        self._averaged.clear()
+
+
+def _optimizer_params(optimizers: Iterable[torch.optim.Optimizer]) -> Iterator[Tensor]:
+    for opt in optimizers:
+        for group in opt.param_groups:
+            yield from group["params"]
 
 
 def broadcast_module(module: nn.Module) -> None:

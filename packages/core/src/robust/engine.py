@@ -9,6 +9,7 @@ it trains data-parallel over the processes (:mod:`robust.distributed`); only ran
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import shutil
@@ -23,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Column
+from rich.text import Text
 from torch import Tensor
 
 from robust import distributed
@@ -92,9 +95,10 @@ class Run:
         self._scratch = None if self.is_main else Path(tempfile.mkdtemp(prefix=f"robust-rank{self.world.rank}-"))
         method_cls = resolved.method.load()
         self.method_cls = method_cls
-        method_options = {k: v for k, v in self.config.method.items() if k != "name"}
-        config_cls = resolved.method.load_config() or method_cls.Config
-        method_config = config_cls.model_validate(method_options)
+        method_config = resolved.method_config  # validated once, by resolve_run_config
+        if method_config is None:  # a Resolved built by hand
+            method_options = {k: v for k, v in self.config.method.items() if k != "name"}
+            method_config = (resolved.method.load_config() or method_cls.Config).model_validate(method_options)
         amp = self.train_config.amp
         if amp == "auto":  # a method may need full precision (double backprop under fp16 overflows)
             amp = method_cls.default_amp(method_config) or amp
@@ -110,6 +114,7 @@ class Run:
             self.run_dir.check(resume, rerun)
             created = not self.run_dir.path.exists()
             self._lock = RunLock(self.run_dir.path).acquire()
+        self.console.print(self.start_line(), soft_wrap=True, markup=False, highlight=False)
         try:
             self._set_up(method_cls, method_config)
         except BaseException:
@@ -130,6 +135,7 @@ class Run:
             self._all_data = self._load_data()
         self.data = engine_view(self._all_data, self.protocol)  # val groups only where the protocol keeps them
         self.info = self.data.info
+        self.gradients = distributed.GradientAverager()
         self.method_context = self._context()
         self.method: Method = method_cls(method_config, self.method_context)
         if self.train_config.init_from and not resume:
@@ -196,10 +202,11 @@ class Run:
 
         run_dir, _, checkpoint = source.rpartition(":") if ":" in Path(source).name else (source, "", "")
         _, weights = trained_weights(run_dir, checkpoint or "last", map_location="cpu")
-        model = getattr(self.method, "model", None)
+        model = self.method.classifier
         if model is None:
             raise ConfigError(
-                f"train.init_from needs a method whose classifier is its `model`; {self.config.method_name!r} has none."
+                f"train.init_from needs a method with a classifier (Method.classifier); {self.config.method_name!r} "
+                "has none."
             )
         try:
             model.load_state_dict(weights)
@@ -226,6 +233,7 @@ class Run:
             batches=self.batches,
             log=self.log,
             group_agreement=self.group_agreement,
+            gradients=self.gradients,
         )
 
     def build_model(self, name: str | None = None, **options: Any) -> torch.nn.Module:
@@ -320,6 +328,7 @@ class Run:
 
     def _fit(self) -> dict[str, Any]:
         phases = self.method.phases()
+        self.method.bind_phases(phases)
         if self.rerun is not None:
             self._start_rerun(phases)
             if self.is_main:
@@ -342,7 +351,7 @@ class Run:
                         distributed.broadcast_module(self.method)  # modules the phase built
                     self.state["started"] = True
                 if phase.run is not None:
-                    phase.run()
+                    self._run_phase(phase)
                 else:
                     self._train_phase(phase)
                 self.state.update(phase=self.state["phase"] + 1, started=False, epoch=0, batch=0, phase_step=0)
@@ -359,6 +368,34 @@ class Run:
             shutil.rmtree(self._scratch, ignore_errors=True)
         distributed.barrier()  # the summary exists before any process returns
         return summary
+
+    def _run_phase(self, phase: Phase) -> None:
+        """A non-training phase: ``run()`` once (under no_grad, in eval mode, unless ``grad=True``); a
+        dict it returns goes to the history and to the summary's ``phase_results``."""
+        was_training = self.method.training
+        if not phase.grad:
+            self.method.eval()
+        try:
+            with torch.no_grad() if not phase.grad else contextlib.nullcontext():
+                result = phase.run()
+        finally:
+            self.method.train(was_training)
+        if result is None:
+            return
+        if not isinstance(result, dict):
+            raise TypeError(
+                f"Phase {phase.name!r} returned a {type(result).__name__}; a run phase returns None or a dict."
+            )
+        results = _plain(result, phase.name)
+        self.state.setdefault("phase_results", {})[phase.name] = results
+        numbers = {
+            f"{phase.name}/{key}": float(value)
+            for key, value in results.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        self.history.append({"phase": phase.name, "epoch": 0, "step": self.state["global_step"], "metrics": numbers})
+        if self.is_main:
+            self.run_dir.write_history(self.history)
 
     def _phase_length(self, phase: Phase) -> tuple[int | None, int | None]:
         """(epochs, steps) of a training phase: exactly one is not None."""
@@ -406,12 +443,18 @@ class Run:
                 self._resumed_epoch = self._resumed_sums = None
             else:
                 order_gen = generator(seed, "cpu", "order", phase.name, epoch)
-                order = self.method.epoch_indices(epoch, order_gen)
+                order = (phase.epoch_indices or self.method.epoch_indices)(epoch, order_gen)
                 if order is None:
                     order = torch.randperm(len(loader), generator=order_gen)
                 aug = generator(seed, self.device, "augment", phase.name, epoch, *self._rank_stream())
+            if steps is None and len(order) != len(loader):  # resampled epochs: the bar counts their batches
+                this_epoch = loader.num_batches(
+                    len(order), drop_singleton=True, drop_last=phase.drop_last, processes=self.world.size
+                )
+                done = self.state["phase_step"] - self.state["batch"]
+                self.progress.update(task, total=done + this_epoch * (epochs - epoch))
             if self.state["batch"] == 0:
-                self.method.on_epoch_start(epoch)
+                (phase.on_epoch_start or self.method.on_epoch_start)(epoch)
             per_sample = distributed.per_sample_buffers(self.method, len(loader)) if self.world.distributed else []
             for batch_index, batch in enumerate(
                 loader.batches(
@@ -426,7 +469,7 @@ class Run:
             ):
                 if self.world.distributed:  # the weight of this process's gradients in the average
                     global_size = min(loader.batch_size, len(order) - batch_index * loader.batch_size)
-                    self.method.batch_share = len(batch.y) / global_size
+                    self.gradients.batch_share = len(batch.y) / global_size
                 with self.precision.autocast():
                     logs = update(batch, self.state["phase_step"])
                 self.method.end_step()
@@ -455,8 +498,8 @@ class Run:
                     self._checkpoint(order=order, aug=aug, sums=sums, count=count)
             self._check_finite(sums, count, phase)
             self.progress.update(task, completed=self.state["phase_step"], loss=_format_logs(sums, count))
-            self.method.batch_share = 1.0 / self.world.size  # outside training steps every process does the same
-            self.method.on_epoch_end(epoch)
+            self.gradients.batch_share = 1.0 / self.world.size  # outside training steps every process does the same
+            (phase.on_epoch_end or self.method.on_epoch_end)(epoch)
             self.method.step_schedulers("epoch")
             self.state["epoch"] = epoch + 1
             self.state["batch"] = 0
@@ -518,9 +561,11 @@ class Run:
         preds, probs = [], []
         loss = torch.zeros((), device=self.device)
         order = distributed.shard(loader.sequential(), self.world)  # each process predicts its share
+        phase = self.method.phase
+        predict = (phase.predict if phase is not None else None) or self.method.predict
         for batch in loader.batches(order):
             with self.precision.autocast():
-                logits = self.method.predict(batch.x)
+                logits = predict(batch.x)
             preds.append(logits.argmax(dim=1))
             loss += F.cross_entropy(logits.float(), batch.y, reduction="sum")
             if scores:
@@ -580,7 +625,11 @@ class Run:
         self.method.on_evaluation(record)
         if self.train_config.keep_best and improved and self.is_main:
             first = self.run_dir.best_path(improved[0])
-            save_checkpoint(first, {"modules": self.method.state_dict(), "record": record})
+            classifier = self.method.classifier
+            kept = {"modules": self.method.state_dict(), "record": record}
+            if classifier is not None:
+                kept["classifier"] = classifier.state_dict()
+            save_checkpoint(first, kept)
             for rule in improved[1:]:  # the same weights: copy the file rather than serialise again
                 atomic_write(self.run_dir.best_path(rule), lambda tmp: shutil.copyfile(first, tmp))
         if self.is_main:
@@ -703,6 +752,7 @@ class Run:
         self.selector = Selector(engine["selector"], test_metric=self.info.test_metric)
         for key in ("phase", "started", "epoch", "batch", "phase_step", "global_step", "elapsed"):
             self.state[key] = engine[key]
+        self.state["phase_results"] = dict(engine.get("phase_results", {}))
         torch.set_rng_state(engine["rng_cpu"].cpu())
         if self.device.type == "cuda" and engine["rng_cuda"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in engine["rng_cuda"]])
@@ -754,6 +804,7 @@ class Run:
                 "val_used_for_training": val_trained,
             },
             "opt_outs": self.method_context.opt_outs,
+            "phase_results": self.state.get("phase_results", {}),
             "default_selection": default,
             "selection": selection,
             "train": {
@@ -765,12 +816,30 @@ class Run:
             },
         }
 
+    def start_line(self) -> str:
+        """One line when a run starts: method, dataset, preset, model, length, device, run directory."""
+        config, train = self.config, self.train_config
+        if train.steps is not None:
+            length = f"{train.steps} step{'s' if train.steps != 1 else ''}"
+        else:
+            length = f"{train.epochs} epoch{'s' if train.epochs != 1 else ''}"
+        verb = "Resuming" if self.resume else f"Rerunning from phase {self.rerun!r}" if self.rerun else "Training"
+        precision = self.precision.name if self.precision.enabled else "fp32"
+        processes = f" x {self.world.size} processes" if self.world.distributed else ""
+        return (
+            f"{verb} {config.method_name} on {config.dataset_name}: preset {config.preset or 'none'}, model "
+            f"{config.model_name}, {length}, device {self.device} ({precision}{processes}), "
+            f"run directory {self.run_dir.path}"
+        )
+
     def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
+        """One line per phase that always shows the bar, the step count and the time left (a fixed-width
+        name, a 24-character bar), and the phase's running losses on the line below it, cut to the
+        terminal's width."""
+        return _MetricsBelowProgress(
+            TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True, max_width=16)),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[loss]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=self.console,
@@ -779,15 +848,45 @@ class Run:
         )
 
 
+class _MetricsBelowProgress(Progress):
+    """rich's Progress with each task's ``loss`` field (its running losses) on a line of its own, below the
+    bars: however many losses a method logs, the bar, the count and the ETA stay on screen."""
+
+    def get_renderables(self) -> Iterator[Any]:
+        yield self.make_tasks_table(self.tasks)
+        for task in self.tasks:
+            text = task.fields.get("loss") if task.visible else None
+            if text:
+                yield Text(f"  {text}", style="dim", no_wrap=True, overflow="ellipsis")
+
+
 def _means(sums: dict[str, Tensor], count: int) -> dict[str, float]:
     return {key: float(value) / max(count, 1) for key, value in sums.items()}
 
 
 def _format_logs(sums: dict[str, Tensor], count: int) -> str:
-    return " ".join(f"{key}={value:.4g}" for key, value in _means(sums, count).items() if math.isfinite(value))
+    """The running means of the logged losses, compact (``loss=0.693 ce=0.689``), for the progress display."""
+    return " ".join(f"{key}={value:.3g}" for key, value in _means(sums, count).items() if math.isfinite(value))
 
 
 def _apply_batch_transform(
     function: Callable[..., Tensor], options: Any, x: Tensor, generator: torch.Generator
 ) -> Tensor:
     return function(x, generator, options)
+
+
+def _plain(value: Any, phase: str) -> Any:
+    """What a ``run`` phase returned, as JSON: numbers, strings, booleans, lists and dicts of them
+    (tensors become numbers or lists); anything else is a clear error naming the phase."""
+    if isinstance(value, Tensor):
+        return value.item() if value.numel() == 1 else value.detach().cpu().tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v, phase) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, phase) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(
+        f"Phase {phase!r} returned a {type(value).__name__} inside its result; a run phase returns None or a dict "
+        "of numbers, strings, lists and tensors (recorded in history.h5 and summary.json)."
+    )

@@ -17,7 +17,8 @@ checkpoints, resume, logging, progress and data parallelism. Per-sample state is
 that it is checkpointed, moved with the method and, in a run over several processes, given the
 rows the other processes updated after every step. Running sums over batches (not per sample)
 combine across processes through :func:`robust.distributed.all_reduce_sum`; gradients of every
-optimizer registered with :meth:`Method.add_optimizer` are averaged before each step.
+optimizer registered with :meth:`Method.add_optimizer` are averaged before each step by the
+engine's :class:`robust.distributed.GradientAverager` (``ctx.gradients``).
 """
 
 from __future__ import annotations
@@ -45,11 +46,22 @@ class Phase:
 
     A training phase (``run`` is None) loops over ``split`` for ``epochs`` (or ``steps``; both
     None = the run's ``train.epochs``/``train.steps``) calling ``update`` (default: the method's).
-    A non-training phase (clustering, an analysis) calls ``run()`` once. ``on_start`` runs when
-    the phase begins (freeze weights, build masks). Each phase is checkpointed and resumable, and
-    its end is kept (``checkpoints/phase-NAME.pt``) so that a later phase can be rerun alone.
-    ``select=False``: the phase's evaluations go to the history but not to model selection (an
-    intermediate model, such as the ERM model a pruning method starts from, is not the result).
+    A non-training phase (clustering, an analysis) calls ``run()`` once, under ``torch.no_grad()``
+    with the method in eval mode unless ``grad=True``; a dict it returns (numbers, or lists of
+    numbers) is recorded in history.h5 (its numbers, as ``NAME/KEY``) and in summary.json under
+    ``phase_results``. ``on_start``
+    runs when the phase begins (freeze weights, build masks). Each phase is checkpointed and
+    resumable, and its end is kept (``checkpoints/phase-NAME.pt``) so that a later phase can be
+    rerun alone. ``select=False``: the phase's evaluations go to the history but not to model
+    selection (an intermediate model, such as the ERM model a pruning method starts from, is not
+    the result).
+
+    A phase carries what differs in it, so that a method never switches on its phase's name:
+    ``epoch_indices``, ``on_epoch_start``, ``on_epoch_end`` and ``predict`` replace the method's
+    own during the phase (None: the method's), and ``optimizers`` names the optimizers the phase
+    trains (names given to :meth:`Method.add_optimizer`): ``optimize(loss)`` steps those, and their
+    learning-rate schedules advance only during this phase. An optimizer no phase names is the
+    default of every phase that names none.
     """
 
     name: str
@@ -57,13 +69,20 @@ class Phase:
     steps: int | None = None
     split: str = "train"
     update: Callable[[Batch, int], dict[str, Any]] | None = None
-    run: Callable[[], None] | None = None
+    run: Callable[[], dict[str, Any] | None] | None = None
     on_start: Callable[[], None] | None = None
     evaluate: bool = True
     batch_size: int | None = None
     #: Drop the incomplete last batch of each epoch (PyTorch's ``drop_last``), as some papers do.
     drop_last: bool = False
     select: bool = True
+    optimizers: tuple[str, ...] | None = None
+    epoch_indices: Callable[[int, torch.Generator], Tensor | None] | None = None
+    on_epoch_start: Callable[[int], None] | None = None
+    on_epoch_end: Callable[[int], None] | None = None
+    predict: Callable[[Tensor], Tensor] | None = None
+    #: A ``run`` phase that trains or needs gradients (a hand-written loop): no no_grad, no eval mode.
+    grad: bool = False
 
 
 @dataclass
@@ -83,6 +102,8 @@ class MethodContext:
     #: ``group_agreement(assignment, split="train")``: how inferred groups match the true ones (ARI,
     #: purity, worst-group recall), or None; the true groups themselves may be withheld.
     group_agreement: Callable[..., dict[str, float] | None] = lambda assignment, split="train": None
+    #: Averages gradients over processes before optimizer steps (the engine's; a no-op in one process).
+    gradients: distributed.GradientAverager = field(default_factory=distributed.GradientAverager)
     #: What the run explicitly leaves out of the method's paper (:mod:`robust_counterfactual.fidelity`): written to
     #: summary.json, marked by ``robust report``, never compared with the paper.
     opt_outs: list[dict[str, str]] = field(default_factory=list)
@@ -138,13 +159,11 @@ class Method(nn.Module):
         self.config = config
         self.ctx = ctx
         self.phase: Phase | None = None
+        #: Optimizers some phase names (``Phase.optimizers``): not the default of the other phases.
+        self._claimed: set[str] = set()
         self._optimizers: dict[str, torch.optim.Optimizer] = {}
         self._schedulers: dict[str, _Scheduled] = {}
         self._scaler_stepped = False
-        #: This process's share of the current global batch: the weight of its gradients when they
-        #: are averaged over processes (set by the engine for each training step).
-        self.batch_share = 1.0 / distributed.world().size
-        self._averaged: set[int] = set()
 
     # -- what a method implements ---------------------------------------------------------
 
@@ -187,6 +206,16 @@ class Method(nn.Module):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned."""
 
+    @property
+    def classifier(self) -> Classifier | None:
+        """The method's trained classifier: what other runs start from (``train.init_from``, ``--from``),
+        what ``robust discover`` and ``robust rare spurious-score`` read, and what checkpoints keep under
+        ``classifier``. A :class:`robust.models.Classifier` (``features`` + ``head``). Default: the
+        attribute ``model``; a method whose classifier lives elsewhere overrides this property
+        (None: the method has no single classifier to reuse)."""
+        model = getattr(self, "model", None)
+        return model if isinstance(model, nn.Module) else None
+
     # -- helpers a method calls -----------------------------------------------------------
 
     @classmethod
@@ -213,14 +242,30 @@ class Method(nn.Module):
         schedules are stepped by the method (a plateau schedule in :meth:`on_evaluation`).
         """
         self._optimizers[name] = optimizer
-        optimizer.register_step_pre_hook(self._average_before_step)
+        self.ctx.gradients.attach(optimizer)
         if scheduler is not None:
             self._schedulers[name] = _Scheduled(scheduler, interval)
         return optimizer
 
+    def remove_optimizer(self, name: str) -> None:
+        """Forget an optimizer and its schedule (a phase that replaced the network it trained): it is no
+        longer stepped nor checkpointed."""
+        self._optimizers.pop(name, None)
+        self._schedulers.pop(name, None)
+
     @property
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return self._optimizers
+
+    def bind_phases(self, phases: list[Phase]) -> None:
+        """Called by the engine with :meth:`phases`: which optimizers belong to one phase."""
+        self._claimed = {name for phase in phases for name in (phase.optimizers or ())}
+
+    def phase_optimizers(self) -> list[str]:
+        """The optimizers of the current phase: those it names, else every one no phase names."""
+        if self.phase is not None and self.phase.optimizers is not None:
+            return [n for n in self.phase.optimizers if n in self._optimizers]
+        return [n for n in self._optimizers if n not in self._claimed]
 
     def optimize(
         self,
@@ -229,15 +274,15 @@ class Method(nn.Module):
         clip_grad_norm: float | None = None,
         retain_graph: bool = False,
     ) -> None:
-        """zero_grad, backward (scaled under fp16), optional clipping, step: for the named optimizers (default all)."""
-        chosen = [self._optimizers[n] for n in optimizers] if optimizers else list(self._optimizers.values())
+        """zero_grad, backward (scaled under fp16), optional clipping, step: for the named optimizers
+        (default: the current phase's, :meth:`phase_optimizers`)."""
+        names = optimizers or self.phase_optimizers()
+        chosen = [self._optimizers[n] for n in names]
         for opt in chosen:
             opt.zero_grad(set_to_none=True)
         scaler = self.ctx.precision.scaler
         (scaler.scale(loss) if scaler is not None else loss).backward(retain_graph=retain_graph)
-        # Before clipping and the grad scaler's inf check, so that every process decides alike.
-        distributed.average_gradients(_params(chosen), self.batch_share)
-        self._averaged.update(id(opt) for opt in chosen)
+        self.ctx.gradients.average(chosen)  # before clipping and the scaler's inf check
         if clip_grad_norm is not None:
             if scaler is not None:
                 for opt in chosen:
@@ -250,24 +295,19 @@ class Method(nn.Module):
             else:
                 opt.step()
 
-    def _average_before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        """An optimizer stepped on gradients set by hand (not through :meth:`optimize`) averages them here."""
-        if id(optimizer) in self._averaged:
-            self._averaged.discard(id(optimizer))
-            return
-        distributed.average_gradients(_params([optimizer]), self.batch_share)
-
     def end_step(self) -> None:
         """Called by the engine after each ``update``: one grad-scaler update per iteration (fp16)."""
         if self._scaler_stepped and self.ctx.precision.scaler is not None:
             self.ctx.precision.scaler.update()
         self._scaler_stepped = False
-        self._averaged.clear()
+        self.ctx.gradients.end_step()
 
     def step_schedulers(self, interval: Literal["step", "epoch"]) -> None:
-        """Called by the engine after each step and each epoch."""
-        for entry in self._schedulers.values():
-            if entry.interval == interval:
+        """Called by the engine after each step and each epoch: the schedules of the current phase's
+        optimizers (a later phase's schedule does not advance during an earlier one)."""
+        active = set(self.phase_optimizers())
+        for name, entry in self._schedulers.items():
+            if entry.interval == interval and name in active:
                 entry.scheduler.step()
 
     def learning_rates(self) -> dict[str, float]:
@@ -275,8 +315,10 @@ class Method(nn.Module):
 
     def training_state(self) -> dict[str, Any]:
         """Everything to checkpoint: modules and buffers, optimizers, schedulers, extra state."""
+        classifier = self.classifier
         return {
             "modules": self.state_dict(),
+            **({"classifier": classifier.state_dict()} if classifier is not None else {}),
             "optimizers": {n: o.state_dict() for n, o in self._optimizers.items()},
             "schedulers": {n: s.scheduler.state_dict() for n, s in self._schedulers.items()},
             "extra": self.extra_state(),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.console import Group
 from rich.table import Table
 
 from robust.errors import RunDirError
@@ -304,7 +305,7 @@ def _dataset_cell(row: Row) -> str:
     return f"{row.dataset} ({row.variant})" if row.variant else row.dataset
 
 
-def render(rows: list[Row], metrics: list[str], fmt: str) -> str | Table:
+def render(rows: list[Row], metrics: list[str], fmt: str) -> str | ReportTable:
     """Rows as a rich Table, Markdown, CSV or JSON (accuracies in percent for humans, fractions in CSV/JSON)."""
     swept = any(r.candidates > 1 for r in rows)
     header = ["method", "dataset", "model", "selection", "n", *(["hyperparameters"] if swept else []), *metrics]
@@ -357,12 +358,86 @@ def render(rows: list[Row], metrics: list[str], fmt: str) -> str | Table:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         return "\n".join(lines) + "\n"
-    table = Table(title="robust report (accuracy %, mean ± std over seeds)")
-    for name in header:
-        table.add_column(name, justify="right" if "/" in name or name == "n" else "left")
-    for cells in body:
-        table.add_row(*cells)
-    return table
+    return ReportTable(rows, metrics, swept)
+
+
+#: Short names of metrics for the table's headers, and what the caption spells out.
+SHORT_METRICS = {"avg_acc": "avg", "worst_group_acc": "wg", "group_mean_acc": "gm", "train_weighted_acc": "tw",
+                 "conflicting_acc": "conf", "aligned_acc": "align", "worst_class_acc": "wc", "macro_auc": "auc"}  # fmt: skip
+METRIC_LEGEND = {"wg": "worst-group", "gm": "group mean", "tw": "train-weighted", "conf": "conflicting",
+                 "align": "aligned", "wc": "worst-class", "avg": "average"}  # fmt: skip
+
+
+def _short_metric(metric: str) -> str:
+    split, _, name = metric.rpartition("/")
+    short = SHORT_METRICS.get(name, name.removesuffix("_acc"))
+    return f"{split} {short}" if split else short
+
+
+class ReportTable:
+    """The report as a terminal table that fits the terminal: on one line per row when it fits (model
+    and selection in their own columns, ``mean ±std``), else narrow enough for 80 columns (the model
+    under the method, the std under the mean, short metric headers spelled out in the caption, the
+    selection rule in the title when every row shares it): numbers and names wrap whole, never cut."""
+
+    def __init__(self, rows: list[Row], metrics: list[str], swept: bool) -> None:
+        self.rows, self.metrics, self.swept = rows, metrics, swept
+
+    def table(self, narrow: bool) -> Table:
+        from rich import box
+
+        rows, metrics, swept = self.rows, self.metrics, self.swept
+        rules = {r.selection for r in rows}
+        one_rule = len(rules) == 1
+        title = "robust report (accuracy %, mean ±std over seeds"
+        if one_rule:
+            rule = next(iter(rules))
+            title += f"; selection: {LABELS.get(rule, rule)}"
+        table = Table(title=title + ")", box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
+        sep = "\n" if narrow else " "
+        table.add_column("method" + (f"{sep}(model)" if narrow else ""))
+        table.add_column("dataset")
+        if not narrow:
+            table.add_column("model")
+        if not one_rule:
+            table.add_column("selection")
+        table.add_column("n", justify="right", no_wrap=True)
+        if swept:
+            table.add_column("hyperparameters")
+        for metric in metrics:
+            table.add_column(_short_metric(metric).replace(" ", sep), justify="right", no_wrap=True)
+        for r in rows:
+            method = f"{r.method}\n({r.model})" if narrow and r.model else r.method
+            cells = [method, _dataset_cell(r)] + ([] if narrow else [r.model])
+            if not one_rule:
+                cells.append(SHORT_LABELS.get(r.selection, r.selection))
+            cells.append(str(len(r.seeds)))
+            if swept:
+                cells.append(f"{r.hyper} (best of {r.candidates})" if r.candidates > 1 else "-")
+            for metric in metrics:
+                stats = r.mean_std(metric)
+                if stats is None:
+                    cells.append("-")
+                elif len(r.values[metric]) > 1:
+                    cells.append(f"{100 * stats[0]:.1f}{sep}±{100 * stats[1]:.1f}")
+                else:
+                    cells.append(f"{100 * stats[0]:.1f}")
+            table.add_row(*cells)
+        shorts = {_short_metric(m).rpartition(" ")[2] for m in metrics}
+        legend = [f"{short} = {METRIC_LEGEND[short]}" for short in METRIC_LEGEND if short in shorts]
+        notes = [f"columns: {', '.join(legend)}"] if legend else []
+        if swept:
+            by = sorted({r.selected_by for r in rows if r.candidates > 1})
+            notes.append(f"hyperparameters: the best mean of {' / '.join(by) or 'val'} over seeds")
+        table.caption = "; ".join(notes) or None
+        return table
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.measure import Measurement
+
+        wide = self.table(narrow=False)
+        fits = Measurement.get(console, options.update(width=10**6), wide).maximum <= options.max_width
+        yield wide if fits else self.table(narrow=True)
 
 
 # -- against the papers ------------------------------------------------------------------------
@@ -567,8 +642,16 @@ def render_comparison(records: list[dict[str, Any]], fmt: str) -> str | Table:
     return table
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
-    """One run's final metrics: rows are metrics, columns are selection rules."""
+def is_percent_metric(key: str) -> bool:
+    """Accuracies, AUCs and accuracy gaps (``test/bg_gap``) are fractions shown in percent; losses and
+    anything else are plain numbers."""
+    name = key.rsplit("/", 1)[-1]
+    return name.endswith(("acc", "auc", "_gap")) or "_acc_" in name
+
+
+def summary_tables(summary: dict[str, Any]) -> list[Table]:
+    """One run's final metrics, rows are metrics and columns selection rules: the accuracies (in %),
+    then, in a table of their own, the losses and other values (plain numbers)."""
     selection = summary["selection"]
     rules = list(selection)
     keys: list[str] = []
@@ -578,21 +661,32 @@ def summary_table(summary: dict[str, Any]) -> Table:
             if key not in keys and not name.startswith(("group_acc_", "class_acc_")):
                 keys.append(key)
     keys.sort(key=lambda k: (not k.startswith("val/"), k))
-    table = Table(
-        title=f"{summary['method']} on {summary['dataset']} ({summary['model']}, seed {summary['seed']}): accuracy %"
-    )
-    table.add_column("metric", no_wrap=True)
-    for rule in rules:
-        marker = " *" if rule == summary.get("default_selection") else ""
-        table.add_column(SHORT_LABELS.get(rule, rule) + marker, justify="right", no_wrap=True)
-    for key in keys:
-        cells = []
+    about = f"{summary['method']} on {summary['dataset']} ({summary['model']}, seed {summary['seed']})"
+    tables = []
+    for percent, title in ((True, f"{about}: accuracy %"), (False, f"{about}: losses and other values")):
+        shown = [k for k in keys if is_percent_metric(k) == percent]
+        if not shown:
+            continue
+        table = Table(title=title)
+        table.add_column("metric", no_wrap=True)
         for rule in rules:
-            value = selection[rule]["metrics"].get(key)
-            cells.append("-" if value is None else f"{100 * value:.1f}")
-        table.add_row(key, *cells)
-    table.caption = (
-        "columns: best val worst-group / worst-class / average accuracy, last evaluation, oracle (max test "
-        "accuracy: reads the test set, not a fair selection rule); * default selection"
-    )
-    return table
+            marker = " *" if rule == summary.get("default_selection") else ""
+            table.add_column(SHORT_LABELS.get(rule, rule) + marker, justify="right", no_wrap=True)
+        for key in shown:
+            cells = []
+            for rule in rules:
+                value = selection[rule]["metrics"].get(key)
+                cells.append("-" if value is None else f"{100 * value:.1f}" if percent else f"{value:.4g}")
+            table.add_row(key, *cells)
+        tables.append(table)
+    if tables:
+        tables[0].caption = (
+            "columns: best val worst-group / worst-class / average accuracy, last evaluation, oracle (max test "
+            "accuracy: reads the test set, not a fair selection rule); * default selection"
+        )
+    return tables
+
+
+def summary_table(summary: dict[str, Any]) -> Group:
+    """:func:`summary_tables` as one renderable."""
+    return Group(*summary_tables(summary))

@@ -7,7 +7,7 @@ every section against its pydantic model, so that mistakes fail before any data 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,12 +20,12 @@ from robust.config import (
     nest,
     parse_set,
     route_set_key,
-    validate_section,
+    validate_typed,
 )
 from robust.datasets import resolve_dataset_name
 from robust.errors import ConfigError, RobustError
 from robust.plugin_options import plugin_sections, run_config_model, train_config_model
-from robust.registry import Entry, get_registry
+from robust.registry import Entry, get_registry, resolve_reference
 
 DEFAULT_MODEL = "cnn"
 
@@ -38,6 +38,10 @@ class Resolved:
     method: Entry
     dataset: Entry
     model: Entry
+    #: What resolution changed that the user should know (one line each; ``robust run`` prints them).
+    notes: list[str] = field(default_factory=list)
+    #: The method's options as its typed config (validated here, once; the engine builds the method with it).
+    method_config: Any = None
 
 
 def resolve_run_config(
@@ -84,13 +88,16 @@ def _resolve(
     method_config = method_entry.load_config()
     method_fields = set(method_config.model_fields) if method_config is not None else set()
 
-    user: dict[str, Any] = deep_merge(_strip_record(base or {}), load_toml(config_file) if config_file else {})
+    file_tree = load_toml(config_file) if config_file else {}
+    user: dict[str, Any] = deep_merge(_strip_record(base or {}), file_tree)
+    explicit: dict[str, Any] = file_tree  # what the user gave in this command (not a stored run's config)
     train_model = train_config_model()
     own_sections = plugin_sections()
     for item in sets:
         path, value = parse_set(item)
         route = route_set_key(path, method_fields, set(train_model.model_fields), own_sections)
         user = deep_merge(user, nest(route, value))
+        explicit = deep_merge(explicit, nest(route, value))
     for section in ("method", "dataset", "model", "train"):
         if section in user and not isinstance(user[section], dict):
             raise ConfigError(
@@ -104,6 +111,15 @@ def _resolve(
             flag_tree = deep_merge(flag_tree, {"train": {key: value}})
         else:
             flag_tree[key] = value
+
+    given_train = {**_table(explicit.get("train")), **flag_tree.get("train", {})}
+    epochs_given, steps_given = given_train.get("epochs") is not None, given_train.get("steps") is not None
+    if epochs_given and steps_given:
+        raise ConfigError(
+            f"Both train.epochs ({given_train['epochs']!r}) and train.steps ({given_train['steps']!r}) are given "
+            "(--epochs / --steps, --set or the config file), but a run trains for one or the other: steps would "
+            "silently replace epochs. Pass only one of them."
+        )
 
     dataset_name = dataset or user.get("dataset", {}).get("name")
     if dataset_name is None:
@@ -140,21 +156,46 @@ def _resolve(
 
     tree = deep_merge(deep_merge(deep_merge({"dataset": pattern_options}, preset), user), flag_tree)
     tree["preset"] = preset_name
+    notes: list[str] = []
+    dropped = tree.get("train", {}).get("steps") if epochs_given and not steps_given else None
+    if dropped is not None:  # the user's epochs win over steps they did not give (a preset's, a stored run's)
+        source = f"preset {preset_name!r}" if preset.get("train", {}).get("steps") == dropped else "the stored run"
+        epochs = given_train["epochs"]
+        tree["train"] = {**tree["train"], "steps": None}
+        notes.append(
+            f"--epochs {epochs} replaces the {dropped} training steps of {source} (train.steps): this run trains "
+            f"for {epochs} epoch{'s' if epochs != 1 else ''}. Pass --steps N instead to keep a step schedule."
+        )
 
+    model_name = model or tree.get("model", {}).get("name")
+    if model_name is None and "choose_model" in dataset_entry.metadata:
+        # The dataset picks a model that suits its options (image size...): the user's model options still win.
+        given = {**pattern_options, **tree.get("dataset", {})}
+        chosen = dict(
+            resolve_reference(dataset_entry.metadata["choose_model"], dataset_entry.owner)(
+                _dataset_options(dataset_entry, given)
+            )
+        )
+        model_name = chosen.pop("name")
+        tree["model"] = deep_merge(chosen, tree.get("model", {}))
     model_name = _name(
-        model or tree.get("model", {}).get("name") or dataset_entry.metadata.get("default_model") or DEFAULT_MODEL,
+        model_name or dataset_entry.metadata.get("default_model") or DEFAULT_MODEL,
         "model.name",
     )
     model_entry = registry.get("model", model_name)
 
     sections = {}
+    typed_method = None
     for section, entry in (("method", method_entry), ("dataset", dataset_entry), ("model", model_entry)):
         options = {k: v for k, v in tree.get(section, {}).items() if k != "name"}
         generic: dict[str, Any] = {}
         if section == "dataset":  # options every dataset accepts: the registered dataset transforms'
             options, generic = _transform_options(entry, options)
         try:
-            own = validate_section(section, entry.name, options, entry.load_config())
+            typed = validate_typed(section, entry.name, options, entry.load_config())
+            own = typed.model_dump(mode="json") if typed is not None else {}
+            if section == "method":
+                typed_method = typed
         except ConfigError as exc:
             if section != "dataset":
                 raise
@@ -173,7 +214,11 @@ def _resolve(
         raise ConfigError(describe_validation_error("the run", exc, model)) from None
     if config.train.augment is not None:
         check_augmentation(config.train.augment)
-    return Resolved(config, method_entry, dataset_entry, model_entry)
+    return Resolved(config, method_entry, dataset_entry, model_entry, notes, typed_method)
+
+
+def _table(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def check_augmentation(kind: str) -> str:

@@ -100,6 +100,27 @@ def check_output(path: str | Path, command: str) -> None:
         )
 
 
+def config_changes(old: Any, new: Any, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(dotted key, old value, new value)`` for every leaf where two configs differ ("unset" where a
+    key is missing from one of them); values as JSON."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        changes = []
+        for key in [*old, *(k for k in new if k not in old)]:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            changes += config_changes(old.get(key, _UNSET), new.get(key, _UNSET), path)
+        return changes
+    if old == new:
+        return []
+    return [(prefix or "(config)", _shown(old), _shown(new))]
+
+
+_UNSET = object()
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is _UNSET else json.dumps(value, sort_keys=True)
+
+
 class RunDir:
     """Paths and writers for one run's directory."""
 
@@ -189,13 +210,18 @@ class RunDir:
                 )
         elif resume:
             previous = self.read_config()
-            for key in ("method", "dataset", "model", "seed", "train"):
-                if previous.get(key) != config.get(key):
-                    raise RunDirError(
-                        f"Cannot resume {str(self.path)!r}: its {key} is {previous.get(key)!r} but this "
-                        f"command asks for {config.get(key)!r}. Resume with the original options, or use a "
-                        "new --out directory."
-                    )
+            keys = ("method", "dataset", "model", "seed", "train")
+            changes = config_changes({k: previous.get(k) for k in keys}, {k: config.get(k) for k in keys})
+            if changes:
+                shown = "; ".join(f"{key}: {old} → {new}" for key, old, new in changes[:8])
+                more = f" (and {len(changes) - 8} more)" if len(changes) > 8 else ""
+                raise RunDirError(
+                    f"Cannot resume {str(self.path)!r}: this command changes {len(changes)} option"
+                    f"{'s' if len(changes) > 1 else ''} of the run ({shown}{more}). A resume continues the run "
+                    "as it was: drop the changed option(s) from the command (the run's config.json holds the "
+                    "rest). To train with the new value(s), start a new run with another --out directory, or "
+                    "rerun a phase with --rerun PHASE --out RUN_DIR where the method's options may change."
+                )
 
     def claim(self, config: dict[str, Any], resume: bool, rerun: str | None = None) -> None:
         """Write config.json for a new run; for a resumed one, check it is the same run. A rerun's

@@ -4,7 +4,7 @@ of a plugin's registrations.
 
 Use it from a ``conftest.py``::
 
-    pytest_plugins = ("robust.testing",)   # fixtures: robust_data_root (autouse), register_plugin
+    pytest_plugins = ("robust.testing",)   # fixtures: robust_data_root (autouse), register_plugin, one_thread
 
 and in tests::
 
@@ -20,6 +20,7 @@ and in tests::
 ``tiny`` (registered by :func:`tiny_dataset` or by the fixture ``register_plugin(TinyDatasetPlugin(), ...)``)
 is 96 + 40 + 40 images of 3x8x8 with two classes, a spurious colour (group = 2·label + bias),
 foreground masks and boxes: enough to exercise any method's code path in a second on a CPU.
+``CrashAt(n)`` (a plugin) raises :class:`Crash` at the n-th evaluation, to test resuming.
 """
 
 from __future__ import annotations
@@ -122,14 +123,34 @@ def tiny_run(
     epochs: int | None = 1,
     **flags: Any,
 ) -> dict[str, Any]:
-    """Train ``method`` on the tiny dataset into ``out`` on the CPU and return its summary."""
+    """Train ``method`` on the tiny dataset into ``out`` on the CPU and return its summary (``steps=N``
+    trains N steps instead of ``epochs``)."""
     from robust.engine import Run
     from robust.resolve import resolve_run_config
 
     with tiny_dataset():
-        given = {"epochs": epochs, "device": "cpu", **flags}
+        given = {"epochs": epochs if flags.get("steps") is None else None, "device": "cpu", **flags}
         resolved = resolve_run_config(method, dataset=dataset, sets=list(sets), flags=given)
         return Run(resolved, out).fit()
+
+
+class Crash(Exception):
+    """Raised by :class:`CrashAt`."""
+
+
+class CrashAt:
+    """A lifecycle plugin that kills a run at its ``evaluation``-th evaluation, as a SIGKILL would
+    mid-run: register it (``registered(CrashAt(2), "crash")``), expect :class:`Crash`, then resume."""
+
+    def __init__(self, evaluation: int) -> None:
+        self.evaluation = evaluation
+        self.seen = 0
+
+    @hookimpl
+    def on_evaluation(self, run: Any, record: Any) -> None:
+        self.seen += 1
+        if self.seen == self.evaluation:
+            raise Crash
 
 
 def check_registrations(plugin: str | None = None) -> list[str]:
@@ -180,3 +201,14 @@ if pytest is not None:
     def register_plugin() -> Any:
         """``with register_plugin(obj, "name"): ...``"""
         return registered
+
+    @pytest.fixture(scope="module")
+    def one_thread() -> Iterator[None]:
+        """One intra-op thread for the module: on tiny tensors and a busy machine, torch's threads only
+        wait for each other."""
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(threads)

@@ -57,11 +57,13 @@ def trained_weights(
             f"Checkpoint {str(path)!r} holds no module weights (no 'modules' table): it was damaged or not "
             "written by a robust run. Pick another checkpoint of the run, or train it again."
         )
-    weights = {k[len("model.") :]: v for k, v in modules.items() if k.startswith("model.")}
+    weights = holder.get("classifier")  # Method.classifier, the declared one
+    if not isinstance(weights, dict):  # checkpoints written before the classifier was declared
+        weights = {k[len("model.") :]: v for k, v in modules.items() if k.startswith("model.")}
     if not weights:
         raise RunDirError(
-            f"The checkpoint {str(path)!r} holds no classifier (no 'model.' weights): its method keeps its "
-            "networks under other names, so it cannot be reused as a trained classifier."
+            f"The checkpoint {str(path)!r} holds no classifier: its method declares none (Method.classifier), so "
+            "it cannot be reused as a trained classifier."
         )
     return run.read_config(keys), weights
 

@@ -6,7 +6,11 @@ Metadata of on-disk datasets (used by ``robust data list`` and ``robust data ver
 ``folder`` (default folder under the data root), ``files`` (paths inside it that must exist),
 ``source`` (where to get the files) and, where known, ``expected_counts``
 (``{split: [count of group 0, group 1, ...]}``); ``user_data`` marks a dataset whose files the user
-names in each run (``csv:PATH``), listed as such.
+names in each run (``csv:PATH``), listed as such. ``robust run`` reads ``folder``, ``files``,
+``folder_alternatives`` (other folders the loader also reads) and ``downloadable`` (``robust data
+download NAME`` fetches it: :data:`robust_datasets.download.ARCHIVES`) to report a missing dataset
+before it imports torch (:mod:`robust.ondisk`). ``choose_model`` (the csv dataset) picks the default
+model from the dataset's options.
 """
 
 from __future__ import annotations
@@ -58,8 +62,10 @@ def register_datasets(register: Any) -> None:
         "Waterbirds (Sagawa et al.): CUB birds on Places backgrounds; group = 2*y + place; optional CUB masks.",
         default_model="resnet50",
         folder="waterbird_complete95_forest2water2",
+        folder_alternatives=["waterbirds/waterbird_complete95_forest2water2"],  # SubpopBench's layout
         files=["metadata.csv"],
         source=WATERBIRDS_SOURCE,
+        downloadable=True,
         expected_counts={"train": [3498, 184, 56, 1057], "val": [467, 466, 133, 133], "test": [2255, 2255, 642, 642]},
     )
     _on_disk(
@@ -133,6 +139,7 @@ def register_datasets(register: Any) -> None:
             if "100" in name
             else [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"],
             source=CIFAR_SOURCE,
+            downloadable=True,
         )
     for name, loader, description in (
         ("mnist", "load_mnist", "MNIST from the idx files (as the rare-spurious-correlation study uses it)."),
@@ -211,7 +218,8 @@ def register_datasets(register: Any) -> None:
         config="robust_datasets.csv_dataset:CSVDatasetConfig",
         description="Your own data: a metadata CSV (image path, label, split, attribute columns) and an image "
         "root. `--dataset csv:PATH/metadata.csv --set dataset.attribute=COLUMN`: groups = label x attribute.",
-        default_model="resnet50",
+        default_model="resnet18",
+        choose_model="robust_datasets.plugin:csv_default_model",
         user_data=True,
     )
     for name, description in (
@@ -230,6 +238,21 @@ def register_datasets(register: Any) -> None:
             files=[],
             source="github.com/KaihuaTang/Generalized-Long-Tailed-Benchmarks.pytorch",
         )
+
+
+#: Below this image side (pixels), your own data trains the small CNN; from it, an ImageNet ResNet-18.
+CSV_SMALL_IMAGES = 64
+
+
+def csv_default_model(options: dict[str, Any]) -> dict[str, Any]:
+    """The model a csv (your own data) run trains when none is named: an ImageNet-pretrained ResNet-18
+    (11 M parameters, fine-tuned: what a few hundred real images need; the images are normalised with
+    ImageNet's statistics by default), or the small CNN for images under :data:`CSV_SMALL_IMAGES`
+    pixels, which a 224-pixel model would only upsample. ``--model NAME`` picks another model
+    (with its own defaults: ``--model resnet18`` trains from scratch)."""
+    if int(options.get("image_size", 224)) < CSV_SMALL_IMAGES:
+        return {"name": "cnn"}
+    return {"name": "resnet18", "weights": "IMAGENET1K_V1"}
 
 
 @hookimpl

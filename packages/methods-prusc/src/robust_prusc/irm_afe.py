@@ -52,6 +52,8 @@ class IRMAFE(PseudoGroupMethod):
             update=self.irm_step,
             on_start=self.start_irm,
             batch_size=self.env_batch * self.num_envs,
+            optimizers=("irm",),
+            epoch_indices=self.environment_batches,
         )
         return [*self.first_phases(), irm]
 
@@ -60,10 +62,8 @@ class IRMAFE(PseudoGroupMethod):
         self.model = self.ctx.build_model()
         self.add_optimizer("irm", torch.optim.Adam(self.model.parameters(), lr=self.config.irm_lr))
 
-    def epoch_indices(self, epoch: int, generator: torch.Generator) -> Tensor | None:
+    def environment_batches(self, epoch: int, generator: torch.Generator) -> Tensor:
         """Each batch: ``env_batch`` samples of every environment, in environment order."""
-        if self.phase is None or self.phase.name != "irm":
-            return None
         labels = self.ctx.data.splits["train"].labels
         clusters = self.clusters.cpu()
         pools: list[tuple[Tensor, Tensor | None]] = []

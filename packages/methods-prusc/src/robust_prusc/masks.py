@@ -85,6 +85,13 @@ class WeightMasks(nn.Module):
         return torch.stack([p.sum() for p in self.logits]).sum()
 
     @torch.no_grad()
+    def kept_fraction(self) -> float:
+        """The fraction of masked weights the fixed mask keeps (``π ≥ 0``): ``report()["total"]``'s kept
+        over its weights, 1 − its sparsity."""
+        kept = sum(int((p >= 0).sum()) for p in self.logits)
+        return kept / max(sum(p.numel() for p in self.logits), 1)
+
+    @torch.no_grad()
     def report(self) -> dict[str, dict[str, float]]:
         """Per masked layer and in total: weights, kept weights (π ≥ 0), sparsity = pruned fraction."""
         rows: dict[str, dict[str, float]] = {}

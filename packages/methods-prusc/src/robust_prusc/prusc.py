@@ -59,13 +59,24 @@ class PruSC(PseudoGroupMethod):
         c = self.config
         return [
             *self.first_phases(),
-            Phase("prune", epochs=c.pruning_ep, update=self.prune_step, on_start=self.start_pruning, select=False),
+            Phase(
+                "prune",
+                epochs=c.pruning_ep,
+                update=self.prune_step,
+                on_start=self.start_pruning,
+                select=False,
+                optimizers=("mask",),
+                epoch_indices=self.pruning_order,
+                on_epoch_end=self.report_sparsity,
+                predict=self.predict_pruned,
+            ),
             Phase(
                 "retrain",
                 epochs=c.retrain_ep,
                 split=c.retrain_split,
                 update=self.retrain_step,
                 on_start=self.start_retraining,
+                optimizers=("retrain",),
             ),
         ]
 
@@ -77,9 +88,9 @@ class PruSC(PseudoGroupMethod):
         self.masks = WeightMasks(self.model, self.config.mask_init).to(self.ctx.device)
         self.add_optimizer("mask", torch.optim.Adam(self.masks.parameters(), lr=self.config.lr_prune))
 
-    def epoch_indices(self, epoch: int, generator: torch.Generator) -> Tensor | None:
+    def pruning_order(self, epoch: int, generator: torch.Generator) -> Tensor | None:
         """Pruning epochs draw every (class, cluster) pseudo group equally often."""
-        if self.phase is None or self.phase.name != "prune" or self.config.prune_sampling == "uniform":
+        if self.config.prune_sampling == "uniform":
             return None
         groups = self.pseudo_groups().cpu()
         weights = 1.0 / torch.bincount(groups).double()[groups]
@@ -95,13 +106,14 @@ class PruSC(PseudoGroupMethod):
         sparse = self.masks.sparsity_penalty()
         loss = ce + c.lambda_con_prune * con + c.lambda_sparse * sparse
         self.optimize(loss, "mask")
-        kept = sum(float(m.detach().sum()) for m in sample.values()) / sum(m.numel() for m in sample.values())
-        return {"loss": loss.detach(), "ce": ce.detach(), "con": con.detach(), "kept": kept}
+        # "kept" is what sparsity.json and the final table report: the fixed mask (π ≥ 0) that retraining
+        # keeps, not this step's Gumbel sample (which keeps each weight with probability sigmoid(π):
+        # about 0.82 of them at the initial π = 1.5, although the fixed mask then keeps them all).
+        return {"loss": loss.detach(), "ce": ce.detach(), "con": con.detach(), "kept": self.masks.kept_fraction()}
 
-    def on_epoch_end(self, epoch: int) -> None:
+    def report_sparsity(self, epoch: int) -> None:
         """The subnetwork as it stands after each pruning epoch: sparsity.json (the last one is final)."""
-        if self.phase is not None and self.phase.name == "prune":
-            self.write_sparsity_report(log=epoch + 1 == self.config.pruning_ep)
+        self.write_sparsity_report(log=epoch + 1 == self.config.pruning_ep)
 
     # -- phase retrain --------------------------------------------------------------------
 
@@ -141,17 +153,21 @@ class PruSC(PseudoGroupMethod):
         atomic_write_json(self.ctx.run_dir / "sparsity.json", report)
         if not log:
             return
-        table = Table(title="PruSC subnetwork: weights kept per layer")
-        for col in ("layer", "weights", "kept", "sparsity"):
+        table = Table(title="PruSC subnetwork: weights kept per layer (the fixed mask, π ≥ 0; sparsity = 1 − kept)")
+        for col in ("layer", "weights", "kept", "kept fraction"):
             table.add_column(col, justify="left" if col == "layer" else "right")
         for name, row in report.items():
-            table.add_row(name, f"{int(row['weights']):,}", f"{int(row['kept']):,}", f"{100 * row['sparsity']:.2f} %")
+            fraction = 1 - row["sparsity"]
+            table.add_row(name, f"{int(row['weights']):,}", f"{int(row['kept']):,}", f"{fraction:.4f}")
         self.ctx.log(table)
 
     # -- evaluation -----------------------------------------------------------------------
 
     def predict(self, x: Tensor) -> Tensor:
-        """The ERM model, then the fixed-mask subnetwork (while pruning), then the retrained one."""
-        if self.phase is not None and self.phase.name == "prune" and self.masks is not None:
-            return self.masks.masked_call(self.model, self.masks.fixed())(x)
+        """The ERM model, then the retrained subnetwork (its pruned weights are zero)."""
         return self.model(x)
+
+    def predict_pruned(self, x: Tensor) -> Tensor:
+        """While pruning: the subnetwork of the fixed (thresholded) mask."""
+        assert self.masks is not None
+        return self.masks.masked_call(self.model, self.masks.fixed())(x)

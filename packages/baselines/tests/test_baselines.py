@@ -1,0 +1,492 @@
+"""robust-baselines: JTT, DFR, SUBG/RWG/SUBY/RWY and CVaR-DRO, each beside a port of its released
+code (reference/{jtt,dfr,rebalance,dro}_reference.py), with the mechanism tests that
+catch an inverted error set, an ignored λ_up, inverted group weights, a dropped CVaR selection."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robust.checkpoint import load_checkpoint
+from robust.cli import cli
+from robust.engine import Run
+from robust.errors import ConfigError
+from robust.resolve import resolve_run_config
+from robust.results import read_history
+from robust.testing import TinyDatasetPlugin
+from robust_baselines.chi2_dro import bisect, chi2_loss, chi2_weights
+from robust_baselines.cvar_dro import cvar_loss, cvar_weights
+from robust_baselines.dfr_protocol import balanced_subset, fit_last_layer, tune_c
+from robust_baselines.jtt import upsampled_indices
+from robust_baselines.rebalancing import SubsampleGroups, balancing_weights, subsample
+
+from .reference import dfr_reference, dro_reference, jtt_reference, rebalance_reference
+
+TINY = ["train.batch_size=16", "optimizer=adam", "lr=0.01", "weight_decay=0"]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(autouse=True)
+def plugins(register_plugin):
+    with register_plugin(TinyDatasetPlugin(), "tiny-test-plugin"):
+        yield
+
+
+def make_run(out: Path, method: str, sets=(), rerun=None, **flags) -> Run:
+    flags.setdefault("epochs", 2)
+    flags.setdefault("seed", 0)
+    resolved = resolve_run_config(method, dataset="tiny", model="mlp", sets=[*TINY, *sets], flags=flags)
+    return Run(resolved, out, quiet=True, rerun=rerun)
+
+
+def spy_steps(method, name: str) -> list:
+    """Record (index, group, bias) of every batch the named step receives."""
+    seen: list = []
+    step = getattr(method, name)
+
+    def wrapped(batch, i):
+        seen.append((batch.index.cpu().clone(), batch.group, batch.bias))
+        return step(batch, i)
+
+    setattr(method, name, wrapped)
+    return seen
+
+
+# -- JTT ----------------------------------------------------------------------------------------
+
+
+def test_jtt_error_set_is_what_the_identification_model_misclassifies(tmp_path):
+    run = make_run(tmp_path / "run", "jtt", ["identification_epochs=1", "lambda_up=4"], epochs=1)
+    method = run.method
+    found = method.find_error_set
+    expected = {}
+
+    def spy():
+        method.model.eval()
+        with torch.no_grad():
+            x = torch.cat([b.x for b in method.ctx.batches("train")])
+        expected["pred"] = method.model(x).argmax(1).numpy()
+        method.model.train()
+        found()
+
+    method.find_error_set = spy
+    seen = spy_steps(method, "retrain_step")
+    run.fit()
+    labels = run.data.splits["train"].labels.numpy()
+    errors = jtt_reference.error_set(expected["pred"], labels)
+    assert 0 < len(errors) < len(labels)
+    assert method.wrong.nonzero().squeeze(1).tolist() == errors.tolist()
+    rows = (tmp_path / "run" / "error_set.csv").read_text().splitlines()
+    assert rows[0] == "index,label,wrong" and [int(r.split(",")[2]) for r in rows[1:]] == method.wrong.long().tolist()
+    # One retraining epoch: each error-set sample λ_up = 4 times, the others once; no group labels.
+    counts = Counter(torch.cat([i for i, _, _ in seen]).tolist())
+    assert {i: counts[i] for i in range(96)} == {i: 4 if i in set(errors.tolist()) else 1 for i in range(96)}
+    assert all(g is None and b is None for _, g, b in seen)
+
+
+@pytest.mark.parametrize(("convention", "lambda_up", "up_weight"), [("paper", 5, 4), ("released", 5, 5)])
+def test_jtt_epoch_order_equals_the_released_upsampled_loader(convention, lambda_up, up_weight):
+    errors = torch.tensor([3, 7, 8, 20])
+    copies = lambda_up + (convention == "released")
+    ours = upsampled_indices(30, errors, copies)
+    ours = ours[torch.randperm(len(ours), generator=torch.Generator().manual_seed(4))]
+    theirs = jtt_reference.epoch_order(30, errors.numpy(), up_weight, torch.Generator().manual_seed(4))
+    assert ours.tolist() == theirs
+
+
+def test_jtt_released_error_set_is_the_last_identification_pass(tmp_path):
+    """error_set_from=training_pass: the predictions of epoch T's training pass (train mode, before each step)."""
+    run = make_run(tmp_path / "run", "jtt", ["identification_epochs=2", "error_set_from=training_pass"], epochs=1)
+    method = run.method
+    update, passes = method.update, {}
+
+    def spy(batch, step):
+        with torch.no_grad():
+            passes.setdefault(method._epoch, {}).update(
+                zip(batch.index.tolist(), (method.model(batch.x).argmax(1) != batch.y).tolist(), strict=True)
+            )
+        return update(batch, step)
+
+    method.update = spy
+    run.fit()
+    last = [passes[1][i] for i in range(96)]
+    assert method.wrong.tolist() == last and method.wrong.tolist() != [passes[0][i] for i in range(96)]
+
+
+def test_jtt_rerun_retrain_sweeps_lambda_up_on_the_same_error_set(tmp_path):
+    make_run(tmp_path / "run", "jtt", ["identification_epochs=1", "lambda_up=2"], epochs=1).fit()
+    errors = (tmp_path / "run" / "error_set.csv").read_text()
+    identified = load_checkpoint(tmp_path / "run" / "checkpoints" / "phase-identify.pt")["method"]["modules"]
+    run = make_run(tmp_path / "run", "jtt", ["identification_epochs=1", "lambda_up=6"], rerun="retrain", epochs=1)
+    seen = spy_steps(run.method, "retrain_step")
+    summary = run.fit()
+    assert (tmp_path / "run" / "error_set.csv").read_text() == errors
+    after = load_checkpoint(tmp_path / "run" / "checkpoints" / "phase-identify.pt")["method"]["modules"]
+    assert torch.equal(after["model.head.weight"], identified["model.head.weight"])
+    size = errors.count(",1\n")
+    assert sum(len(i) for i, _, _ in seen) == 96 + 5 * size
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["method"]["lambda_up"] == 6
+    assert {p["phase"] for p in summary["selection"].values()} == {"retrain"}
+    history = read_history(tmp_path / "run" / "history.h5")
+    assert history["phase"].tolist().count("identify") == 1
+
+
+def test_jtt_released_convention_adds_lambda_up_copies_in_a_run(tmp_path):
+    """upweight_convention=released: run_expt.py's --up_weight U appends U copies, so E is seen U + 1 times."""
+    run = make_run(tmp_path / "run", "jtt", ["identification_epochs=1", "lambda_up=3", "upweight_convention=released"])
+    seen = spy_steps(run.method, "retrain_step")
+    run.fit()
+    errors = set(run.method.wrong.nonzero().squeeze(1).tolist())
+    assert 0 < len(errors) < 96
+    counts = Counter(torch.cat([i for i, _, _ in seen]).tolist())  # two retraining epochs
+    assert {i: counts[i] for i in range(96)} == {i: 2 * (4 if i in errors else 1) for i in range(96)}
+
+
+def test_jtt_refuses_an_empty_error_set(tmp_path):
+    """No misclassified sample: the retraining would be plain ERM, so the run stops (anniesch/jtt#6)."""
+    run = make_run(tmp_path / "run", "jtt", ["identification_epochs=1", "error_set_from=training_pass"], epochs=1)
+    run.method.update = lambda batch, step: {}  # no identification step records a mistake
+    with pytest.raises(ConfigError, match="error set is empty"):
+        run.fit()
+
+
+@pytest.mark.parametrize(
+    ("dataset", "wd", "epochs", "t", "lambda_up"), [("waterbirds", 1.0, 300, 60, 100), ("celeba", 0.1, 50, 1, 50)]
+)
+def test_jtt_presets_run_the_released_commands(dataset, wd, epochs, t, lambda_up):
+    """The README's sample commands (generate_downstream.py: batch 64, no --augment_data; SGD momentum 0.9)."""
+    config = resolve_run_config("jtt", dataset=dataset).config
+    method = config.method
+    assert (method["optimizer"], method["lr"], method["momentum"], method["weight_decay"]) == ("sgd", 1e-5, 0.9, wd)
+    assert (method["identification_epochs"], method["lambda_up"], method["upweight_convention"]) == (
+        t,
+        lambda_up,
+        "paper",
+    )
+    assert (config.train.epochs, config.train.batch_size, config.train.augment) == (epochs, 64, "none")
+    assert config.model["name"] == "resnet50" and config.model["weights"] == "IMAGENET1K_V1"
+
+
+def test_jtt_retrains_a_fresh_model(tmp_path):
+    run = make_run(tmp_path / "run", "jtt", ["identification_epochs=1"], epochs=1)
+    run.method.retrain_step = lambda batch, step: {}  # no retraining steps: the fresh model stays as built
+    run.fit()
+    identified = load_checkpoint(tmp_path / "run" / "checkpoints" / "phase-identify.pt")["method"]["modules"]
+    assert not torch.equal(run.method.model.head.weight.detach(), identified["model.head.weight"])
+    assert list(run.method.optimizers) == ["retrain"]
+
+
+# -- SUBG / RWG / SUBY / RWY --------------------------------------------------------------------
+
+
+def imbalanced(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    y = (torch.rand(200, generator=gen) < 0.7).long()
+    a = torch.where(torch.rand(200, generator=gen) < 0.85, y, 1 - y)
+    return y, a
+
+
+@pytest.mark.parametrize("what", ["groups", "classes"])
+def test_subsampling_equals_balancing_groups(what):
+    y, a = imbalanced()
+    perm = torch.randperm(200, generator=torch.Generator().manual_seed(1))
+    keys = 2 * y + a if what == "groups" else y
+    ours = subsample(keys, perm)
+    assert ours.tolist() == rebalance_reference.subsample(y.tolist(), a.tolist(), perm.tolist(), what)
+    counts = torch.bincount(keys[ours])
+    assert (counts == torch.bincount(keys).min()).all()
+
+
+def test_subsampling_takes_the_smallest_present_group():
+    """A group absent from training (key 1 here) does not cut every group to 0 (BalancingGroups would)."""
+    keys = torch.tensor([0] * 9 + [2] * 4 + [3] * 6)
+    kept = subsample(keys, torch.randperm(19, generator=torch.Generator().manual_seed(0)))
+    assert torch.bincount(keys[kept], minlength=4).tolist() == [4, 0, 4, 4]
+
+
+@pytest.mark.parametrize("what", ["groups", "classes"])
+def test_reweighting_draws_equal_the_weighted_random_sampler(what):
+    y, a = imbalanced()
+    keys = 2 * y + a if what == "groups" else y
+    ours = torch.multinomial(balancing_weights(keys), 200, replacement=True, generator=torch.Generator().manual_seed(3))
+    theirs = rebalance_reference.weighted_epoch(
+        rebalance_reference.weights(y.tolist(), a.tolist(), what), torch.Generator().manual_seed(3)
+    )
+    assert ours.tolist() == theirs
+    # The minority keys are drawn about as often as the majority ones (inverted weights would starve them).
+    draws = torch.multinomial(
+        balancing_weights(keys), 20000, replacement=True, generator=torch.Generator().manual_seed(0)
+    )
+    share = torch.bincount(keys[draws]).double() / 20000
+    assert torch.allclose(share, torch.full_like(share, 1 / len(share)), atol=0.03)
+
+
+@pytest.mark.parametrize(("method", "groups"), [("subg", True), ("rwg", True), ("suby", False), ("rwy", False)])
+def test_rebalancing_runs_draw_their_balanced_epochs(tmp_path, method, groups):
+    run = make_run(tmp_path / "run", method, epochs=1)
+    seen = spy_steps(run.method, "update")
+    summary = run.fit()
+    split = run.data.splits["train"]
+    keys = (split.groups if groups else split.labels).cpu()
+    drawn = torch.cat([i for i, _, _ in seen])
+    assert all((g is not None) == groups for _, g, _ in seen)
+    assert summary["protocol"]["train_group_labels"] == groups
+    order = run.method.epoch_indices(0, torch.Generator().manual_seed(0))
+    if method.startswith("sub"):
+        counts = torch.bincount(keys[drawn])
+        assert len(drawn) == len(run.method.subset) and (counts == torch.bincount(keys).min()).all()
+        assert sorted(order.tolist()) == sorted(run.method.subset.tolist())
+    else:
+        assert len(drawn) == 96 and torch.equal(run.method.weights, 96 / torch.bincount(keys).double()[keys])
+
+
+def test_group_rebalancing_refuses_a_dataset_without_groups(tmp_path):
+    run = make_run(tmp_path / "run", "suby", epochs=1)  # a class-only method: its view has no group labels
+    with pytest.raises(ConfigError, match="suby or rwy"):
+        SubsampleGroups(run.method.config, run.method.ctx)
+
+
+# -- CVaR-DRO -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.25, 0.3, 0.77, 1.0])
+def test_cvar_loss_and_gradient_equal_levy_et_al(alpha):
+    v = torch.rand(13, generator=torch.Generator().manual_seed(0), dtype=torch.float64).requires_grad_()
+    ours = cvar_loss(v, alpha)
+    (g_ours,) = torch.autograd.grad(ours, v)
+    theirs = dro_reference.robust_loss(v, alpha)
+    (g_theirs,) = torch.autograd.grad(theirs, v)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    torch.testing.assert_close(g_ours, g_theirs, rtol=0, atol=1e-12)
+    p = cvar_weights(v.detach(), alpha)
+    assert abs(float(p.sum()) - 1) < 1e-12
+    if alpha < 1:  # only the largest losses count, and more than the mean
+        assert float(ours.detach()) > float(v.detach().mean()) and p[v.detach().argmin()] == 0
+
+
+def test_cvar_dro_steps_equal_the_reference(tmp_path):
+    run = make_run(tmp_path / "run", "cvar_dro", ["alpha=0.3", "optimizer=sgd", "lr=0.05", "momentum=0.9"], epochs=1)
+    method = run.method
+    start = copy.deepcopy(method.model)
+    batches = []
+    update = method.update
+
+    def spy(batch, step):
+        assert batch.group is None and batch.bias is None  # no group labels
+        batches.append((batch.x.clone(), batch.y.clone()))
+        logs = update(batch, step)
+        batches[-1] += (copy.deepcopy(method.model.state_dict()),)
+        return logs
+
+    method.update = spy
+    run.fit()
+    optimizer = torch.optim.SGD(start.parameters(), lr=0.05, momentum=0.9, weight_decay=0.0)
+    for x, y, state in batches:
+        losses = torch.nn.functional.cross_entropy(start(x), y, reduction="none")
+        optimizer.zero_grad()
+        dro_reference.robust_loss(losses, 0.3).backward()
+        optimizer.step()
+        for key, value in start.state_dict().items():
+            torch.testing.assert_close(state[key], value, rtol=1e-5, atol=1e-6)
+    assert len(batches) == 6
+
+
+# -- χ²-DRO -------------------------------------------------------------------------------------
+
+
+def chi2_cases():
+    gen = torch.Generator().manual_seed(0)
+    for m, rho in [(13, 1.0), (64, 0.5), (64, 1.0), (40, 4.0), (200, 0.05), (5, 2.0), (3, 1.0)]:
+        # float32 where m <= 1 + 2 rho: the released shortcut casts its weights to float32.
+        dtype = torch.float32 if m <= 1 + 2 * rho else torch.float64
+        yield m, rho, torch.rand(m, generator=gen, dtype=dtype) * 3
+    yield 16, 1.0, torch.full((16,), 0.7, dtype=torch.float64) + 1e-7 * torch.arange(16)  # nearly equal
+    yield 9, 1.0, torch.tensor([0.0, 0.5, 2.0, 2.0, 0.1, 0.3, 1.0, 0.2, 0.0], dtype=torch.float64)
+
+
+@pytest.mark.parametrize(("m", "rho", "v"), list(chi2_cases()))
+def test_chi2_loss_and_gradient_equal_levy_et_al(m, rho, v):
+    v = v.clone().requires_grad_()
+    ours = chi2_loss(v, rho)
+    (g_ours,) = torch.autograd.grad(ours, v)
+    theirs = dro_reference.chi_square_loss(v, rho)
+    (g_theirs,) = torch.autograd.grad(theirs, v)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    torch.testing.assert_close(g_ours, g_theirs, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0.0, 1.0), (10.0, 10.5), (-3.0, 7.0), (4.9, 4.95)])
+def test_bisection_widens_and_halves_as_the_released_one(lo, hi):
+    def f(eta):
+        return torch.tanh(eta - 5.0) * 2
+
+    ours = bisect(torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64), f, 1e-9, 1000)
+    theirs = dro_reference.bisection(
+        torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64), f, 1e-9
+    )
+    assert float(ours) == float(theirs) and abs(float(ours) - 5.0) < 1e-9
+    with pytest.warns(UserWarning, match="did not converge"):  # tol 0: max_iter halvings, then the midpoint
+        capped = bisect(torch.tensor(0.0), torch.tensor(1.1), f, 0.0, 3)
+    assert float(capped) == float(dro_reference.bisection(torch.tensor(0.0), torch.tensor(1.1), f, 0.0, 3))
+    with pytest.raises(RuntimeError, match="no sign change"):
+        bisect(torch.tensor(0.0), torch.tensor(1.0), lambda eta: eta * 0 - 1, 1e-4, 10)
+
+
+def test_chi2_weights_are_the_worst_case_in_the_ball():
+    v = torch.rand(64, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
+    for rho in (0.1, 0.5, 2.0):
+        p = chi2_weights(v, rho)
+        assert abs(float(p.sum()) - 1) < 1e-12 and bool((p >= 0).all())
+        # On the boundary of the ball (the released tolerance 1e-4 on the constraint) ...
+        assert abs(0.5 * float(torch.mean((64 * p - 1) ** 2)) - rho) <= 1e-4
+        # ... and tilted towards the largest losses: p is a nondecreasing function of the loss,
+        # the smallest loss gets less than uniform weight, the largest more.
+        order = torch.argsort(v)
+        assert bool((p[order].diff() >= 0).all()) and p[order[0]] < 1 / 64 < p[order[-1]]
+        assert float(torch.dot(p, v)) > float(v.mean())
+    # A larger ball is at least as pessimistic.
+    assert float(chi2_loss(v, 2.0)) > float(chi2_loss(v, 0.5)) > float(chi2_loss(v, 0.1)) > float(v.mean())
+    assert float(chi2_loss(v, 0.0)) == pytest.approx(float(v.mean()), abs=1e-15)
+    # A small batch (m <= 1 + 2 rho): all the mass on the largest loss; all-zero losses: uniform at once.
+    assert chi2_weights(torch.tensor([0.2, 0.9, 0.4]), 1.0).tolist() == [0.0, 1.0, 0.0]
+    assert chi2_weights(torch.zeros(8), 1.0).tolist() == [0.125] * 8
+    assert torch.isnan(dro_reference.chi_square_best_response(torch.zeros(8), 1.0)).all()  # the repair's reason
+
+
+def test_chi2_dro_steps_equal_the_reference(tmp_path):
+    run = make_run(tmp_path / "run", "chi2_dro", ["rho=0.5", "optimizer=sgd", "lr=0.05", "momentum=0.9"], epochs=1)
+    method = run.method
+    start = copy.deepcopy(method.model)
+    batches = []
+    update = method.update
+
+    def spy(batch, step):
+        batches.append((batch.x.clone(), batch.y.clone(), batch.group, batch.bias))
+        logs = update(batch, step)
+        batches[-1] += (copy.deepcopy(method.model.state_dict()),)
+        return logs
+
+    method.update = spy
+    run.fit()
+    optimizer = torch.optim.SGD(start.parameters(), lr=0.05, momentum=0.9, weight_decay=0.0)
+    for x, y, group, bias, state in batches:
+        assert group is None and bias is None  # no group labels
+        losses = torch.nn.functional.cross_entropy(start(x), y, reduction="none")
+        optimizer.zero_grad()
+        dro_reference.chi_square_loss(losses, 0.5).backward()
+        optimizer.step()
+        for key, value in start.state_dict().items():
+            torch.testing.assert_close(state[key], value, rtol=1e-5, atol=1e-6)
+    assert len(batches) == 6
+
+
+# -- DFR ----------------------------------------------------------------------------------------
+
+
+def features(seed: int, n: int = 120, dim: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.RandomState(seed)
+    y = rng.randint(0, 2, n)
+    a = np.where(rng.rand(n) < 0.75, y, 1 - y)
+    x = rng.randn(n, dim) + np.outer(y, np.eye(dim)[0]) + 2 * np.outer(a, np.eye(dim)[1])
+    return x, y, 2 * y + a
+
+
+@pytest.mark.filterwarnings("ignore:.*penalty.*")  # scikit-learn >= 1.8 deprecates penalty="l1" (the port keeps it)
+def test_dfr_protocol_equals_the_released_script():
+    x_val, y_val, g_val = features(0)
+    x_train = features(1, 200)[0]
+    grid = [1.0, 0.3, 0.1, 0.03, 0.01]
+    np.random.seed(5)
+    c_ref = dfr_reference.dfr_on_validation_tune(x_val, y_val, g_val, grid, num_retrains=2)
+    coef_ref, intercept_ref, scaler = dfr_reference.dfr_on_validation_eval(c_ref, x_train, x_val, y_val, g_val, 5)
+    rng = np.random.RandomState(5)
+    c, scores = tune_c(x_val, y_val, g_val, grid, rng, retrains=2)
+    layer = fit_last_layer(x_train, x_val, y_val, g_val, c, rng, retrains=5)
+    assert c == c_ref and len(scores) == len(grid)
+    np.testing.assert_allclose(layer.coef, coef_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.intercept, intercept_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.mean, scaler.mean_) and np.testing.assert_allclose(layer.scale, scaler.scale_)
+
+
+def test_dfr_balanced_subset_cuts_every_group_to_the_smallest():
+    groups = np.array([0] * 10 + [1] * 3 + [2] * 7 + [3] * 5)
+    keep = balanced_subset(groups, np.random.RandomState(0))
+    assert np.bincount(groups[keep]).tolist() == [3, 3, 3, 3] and len(set(keep.tolist())) == 12
+
+
+@pytest.mark.parametrize(
+    ("dataset", "wd", "batch_size", "epochs", "grid"),
+    [
+        ("waterbirds", 1e-3, 32, 100, [1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01]),
+        ("celeba", 1e-4, 128, 50, [3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.003]),
+    ],
+)
+def test_dfr_presets_train_the_released_base_model(dataset, wd, batch_size, epochs, grid):
+    """deep_feature_reweighting's README base-model commands and dfr_evaluate_spurious.py's C grids."""
+    config = resolve_run_config("dfr", dataset=dataset).config
+    method = config.method
+    assert (method["optimizer"], method["lr"], method["momentum"], method["weight_decay"]) == ("sgd", 1e-3, 0.9, wd)
+    assert (method["c_grid"], method["num_retrains"], method["from_checkpoint"]) == (grid, 20, "last")
+    assert (config.train.epochs, config.train.batch_size, config.train.augment) == (epochs, batch_size, None)
+    assert config.model["name"] == "resnet50" and config.model["weights"] == "IMAGENET1K_V1"
+
+
+def test_dfr_refuses_a_group_missing_from_val_in_one_paragraph():
+    with pytest.raises(ConfigError, match=r"group\(s\) \[2\] have no sample"):
+        balanced_subset(np.array([0, 0, 1, 3, 3, 1]), np.random.RandomState(0))
+
+
+def test_dfr_refits_the_head_on_balanced_val_and_predicts_with_it(tmp_path):
+    run = make_run(tmp_path / "run", "dfr", ["num_retrains=3", "c_grid=[1.0,0.1]"], epochs=1)
+    summary = run.fit()
+    method = run.method
+    report = json.loads((tmp_path / "run" / "dfr.json").read_text())
+    assert report["c"] in (1.0, 0.1) and report["num_retrains"] == 3
+    assert {p["phase"] for p in summary["selection"].values()} == {"reweight"}
+    assert summary["protocol"]["val_used_for_training"] and summary["default_selection"] == "last"
+    # The head is the averaged logistic regression: replay the protocol on the same features.
+    x_train, x_val = method.features("train"), method.features("val")
+    val = run.data.splits["val"]
+    rng = np.random.RandomState(0)
+    c, _ = tune_c(x_val, val.labels.numpy(), val.groups.numpy(), [1.0, 0.1], rng)
+    layer = fit_last_layer(x_train, x_val, val.labels.numpy(), val.groups.numpy(), c, rng, retrains=3)
+    z = ((x_val - layer.mean) / layer.scale) @ layer.coef.T + layer.intercept
+    method.eval()
+    with torch.no_grad():
+        x = torch.cat([b.x for b in method.ctx.batches("val")])
+        logits = method.predict(x).double().numpy()
+    np.testing.assert_allclose(logits[:, 1] - logits[:, 0], z[:, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_dfr_from_an_erm_run_and_without_val_groups(tmp_path):
+    resolved = resolve_run_config("erm", dataset="tiny", model="mlp", sets=["train.batch_size=16"], flags={"epochs": 1})
+    Run(resolved, tmp_path / "erm", quiet=True).fit()
+    run = make_run(tmp_path / "dfr", "dfr", [f"from_run={tmp_path / 'erm'}", "num_retrains=2"])
+    assert [p.name for p in run.method.phases()] == ["load", "reweight"]
+    run.fit()
+    erm = load_checkpoint(tmp_path / "erm" / "checkpoints" / "last.pt")["method"]["modules"]
+    ours = run.method.model.state_dict()
+    assert torch.equal(ours["encoder.layers.0.weight"], erm["model.encoder.layers.0.weight"])
+    assert not torch.equal(ours["head.weight"], erm["model.head.weight"])
+    with pytest.raises(ConfigError, match="val group labels"):
+        make_run(tmp_path / "nogroups", "dfr", ["num_retrains=2"], epochs=1, val_attr="no").fit()
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["jtt", "dfr", "subg", "rwg", "suby", "rwy", "cvar_dro", "chi2_dro"])
+def test_each_baseline_runs_through_robust_run(tmp_path, method):
+    extra = {"jtt": ["--set", "identification_epochs=1"], "dfr": ["--set", "num_retrains=2"]}.get(method, [])
+    args = ["run", method, "--dataset", "tiny", "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(cli, [*args, "--set", "train.batch_size=32", *extra])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["method"] == method and "test/worst_group_acc" in summary["selection"]["last"]["metrics"]
