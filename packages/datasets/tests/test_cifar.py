@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from robust.errors import ConfigError, DataError
-from robust_datasets import cifar, protocols
+from robust_datasets import cifar
+from robust_datasets import long_tail_noise as protocols
 from robust_datasets.testing import cifar10_labels, cifar_images, write_cifar10, write_pickle
 
 PER_CLASS_100 = 6  # CIFAR-100 fixture: 600 training images
@@ -231,7 +232,7 @@ def test_long_tailed_cifar10_mwnet(c10):
 
 
 def test_long_tailed_clp_shuffles_the_class_order(c10):
-    options = {"imb_factor": 10, "protocol": "clp", "seed": 3, "num_meta": 10}  # CLP's 100 / class: fixture too small
+    options = {"imb_factor": 10, "recipe": "clp", "seed": 3, "num_meta": 10}  # CLP's 100 / class: fixture too small
     bundle = cifar.load_cifar10_lt(options, c10)
     extra = bundle.info.extra
     n_max = int((300 - 100) / 10)
@@ -280,7 +281,9 @@ def test_noisy_cifar100_hierarchical_stays_in_superclass(c100):
 
 
 def test_noisy_clp_protocol_reproduces_clp(c10):
-    bundle = cifar.load_cifar10_noisy({"corruption_type": "flip2", "protocol": "clp", "num_meta": 3, "seed": 4}, c10)
+    bundle = cifar.load_cifar10_noisy(
+        {"corruption_type": "flip2", "protocol": "clp", "num_meta": 3, "seed": 4}, c10
+    )  # "protocol": the old name, still read
     labels = cifar10_labels()
     train_ref, meta_ref, _, noisy_ref = clp_reference(labels, 4, 1.0, 30, "flip2", 0.4)
     assert np.array_equal(bundle.splits["train"].labels.numpy(), noisy_ref)

@@ -1,4 +1,4 @@
-"""`robust data list | verify | cache` as a user meets them: real entry points, exit codes, one-paragraph errors."""
+"""`robust data status | verify | cache` as a user meets them: real entry points, exit codes, one-paragraph errors."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def assert_clean_error(result, *fragments: str) -> None:
 
 
 def test_list_json_generated_missing_present_cached(tmp_path):
-    result = robust("data", "list", "--json", env={"ROBUST_DATA": str(tmp_path)})
+    result = robust("data", "list", "--json", env={"ROBUST_DATA": str(tmp_path)})  # the old name, kept as an alias
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
     assert listing["data_root"] == str(tmp_path)
@@ -63,11 +63,11 @@ def test_list_json_generated_missing_present_cached(tmp_path):
     cache.parent.mkdir()
     cache.touch()
     other_root = tmp_path / "elsewhere"
-    result = robust("data", "list", "--json", "--data-root", str(tmp_path), env={"ROBUST_DATA": str(other_root)})
+    result = robust("data", "status", "--json", "--data-root", str(tmp_path), env={"ROBUST_DATA": str(other_root)})
     by_name = {d["name"]: d for d in json.loads(result.stdout)["datasets"]}
     assert by_name["waterbirds"]["status"] == "present" and by_name["waterbirds"]["cached"]
     assert by_name["waterbirds"]["cache_files"] == [str(cache)]
-    table = robust("data", "list", "--data-root", str(tmp_path))
+    table = robust("data", "status", "--data-root", str(tmp_path))
     assert re.search(r"waterbirds\s+.*present \+ cached", table.stdout), table.stdout
 
 

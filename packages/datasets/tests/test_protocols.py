@@ -16,7 +16,7 @@ from robust.errors import ConfigError
 from robust.fraction import FractionOptions, keep_fraction, stratified_fraction
 from robust.resolve import resolve_run_config
 from robust.testing import TinyConfig, TinyDatasetPlugin, load_tiny
-from robust_datasets.protocols import ClassProtocolOptions, apply_class_protocol
+from robust_datasets.long_tail_noise import ClassProtocolOptions, apply_class_protocol
 
 
 @pytest.fixture(autouse=True)

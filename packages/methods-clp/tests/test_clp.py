@@ -468,7 +468,7 @@ def test_reference_settings_of_the_cifar_presets():
     assert (m["schedule"], m["milestones"], m["gamma"]) == ("step", [160, 180], 0.01)
     assert (m["meta_lr"], m["meta_weight_decay"], m["lambda_"]) == (1e-3, 1e-4, 0.5)
     assert (config.train.epochs, config.train.batch_size, config.model_name) == (200, 128, "resnet32")
-    assert (config.dataset["protocol"], config.dataset["imb_factor"], config.dataset["seed"]) == ("clp", 10.0, 100)
+    assert (config.dataset["recipe"], config.dataset["imb_factor"], config.dataset["seed"]) == ("clp", 10.0, 100)
     assert m["meta_augment"] is True and config.train.augment == "crop_flip_reflect"
     birds = resolve_run_config("clp", dataset="waterbirds").config
     assert birds.model == {"name": "resnet50", "weights": "IMAGENET1K_V1", "small_input_stem": False}

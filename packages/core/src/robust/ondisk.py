@@ -1,6 +1,6 @@
 """Is an on-disk dataset here? Answered from its registration alone, before torch is imported.
 
-A dataset plugin registers an on-disk dataset with metadata (``robust data list`` reads the same):
+A dataset plugin registers an on-disk dataset with metadata (``robust data status`` reads the same):
 ``folder`` (its folder under the data root), ``files`` (paths inside it that must exist; may be
 empty: the folder alone), ``source`` (where to get it), and optionally ``folder_alternatives``
 (other folders under the data root it is also read from) and ``downloadable`` (``robust data
@@ -63,6 +63,6 @@ def check_dataset_files(entry: Any, options: dict[str, Any], root: Path) -> None
     raise DataError(
         f"Dataset {entry.name!r} is missing or incomplete at {str(base)!r}{looked}. Not found: "
         f"{', '.join(absent)}. Expected: {', '.join(files)}. {how}, then put it there, pass --data-root (or set "
-        f"ROBUST_DATA) to the folder that contains it, or set --set dataset.root=PATH. `robust data list` shows "
+        f"ROBUST_DATA) to the folder that contains it, or set --set dataset.root=PATH. `robust data status` shows "
         "every dataset and where it goes."
     )

@@ -19,8 +19,8 @@ worst-group accuracy is worst-class accuracy; no bias attribute):
 - ``cifar10`` / ``cifar100``: ``val`` is a seeded, class-stratified ``val_size`` images held out
   of the 50,000 training images (CIFAR has no validation split; default 5,000);
   ``val_size=0`` trains on all 50,000 and evaluates ``val`` on the test set.
-- ``cifar10-lt`` / ``cifar100-lt``: the exponential long tail of :mod:`robust_datasets.protocols`
-  (``imb_factor`` = n_max / n_min), under ``protocol``:
+- ``cifar10-lt`` / ``cifar100-lt``: the exponential long tail of :mod:`robust_datasets.long_tail_noise`
+  (``imb_factor`` = n_max / n_min), under ``recipe`` (whose code builds the data):
   ``mwnet`` (Meta-Weight-Net: ``num_meta`` = 10 clean images per class go to the meta set first,
   ``n_max = (50000 − 10·C) / C`` = 4990 / 490), ``clp`` (CLP's ``CIFAR_process.py``: 1000 meta
   images in all, ``n_max = ⌊(50000 − 1000) / C⌋`` = 4900 / 490, and the list of class counts
@@ -29,7 +29,7 @@ worst-group accuracy is worst-class accuracy; no bias attribute):
 - ``cifar10-noisy`` / ``cifar100-noisy``: ``num_meta`` clean images per class (default 1000 in
   all) go to the meta set, never corrupted; every other training label is resampled from the
   ``corruption_type`` transition matrix (``unif``, ``flip``, ``flip2``, ``hierarchical`` for
-  CIFAR-100). ``protocol`` ``mwnet`` draws the flip pattern from its own generator seeded with 1;
+  CIFAR-100). ``recipe`` ``mwnet`` draws the flip pattern from its own generator seeded with 1;
   ``clp`` reproduces CLP's code (imbalance factor 1, one stream for the split, the count
   shuffle, the flip pattern and the labels).
 
@@ -52,10 +52,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from robust.api import ConfigError, DataError, DatasetConfig
-from robust_datasets import protocols
+from robust_datasets import long_tail_noise as protocols
 from robust_datasets.missing import missing_dataset
 from robust_datasets.safe_pickle import load_pickle
 from robust_datasets.sources import CIFAR_SOURCE
@@ -112,9 +112,10 @@ class CIFARLTConfig(_CIFARBase):
     imb_type: Literal["exp", "step"] = Field(
         "exp", description="exp: n_i = int(n_max * ratio^(-i/(C-1))); step: half the classes n_max, half n_max/ratio."
     )
-    protocol: Literal["mwnet", "clp", "ldam"] = Field(
+    recipe: Literal["mwnet", "clp", "ldam"] = Field(
         "mwnet",
-        description="mwnet: meta set of 10/class first, n_max = (50000 - 10C)/C; clp: CLP's CIFAR_process.py "
+        validation_alias=AliasChoices("recipe", "protocol"),  # its name before 2026-12 (configs of older runs)
+        description="Whose code builds the data. mwnet: meta set of 10/class first, n_max = (50000 - 10C)/C; clp: CLP's CIFAR_process.py "
         "(1000 meta images in all, n_max = floor(49000/C), class order shuffled); ldam: no meta set, n_max = 50000/C.",
     )
     num_meta: int | None = Field(
@@ -142,9 +143,10 @@ class CIFARNoisyConfig(_CIFARBase):
         "flip2: r/2 to each of two; hierarchical: spread over the superclass (CIFAR-100 only).",
     )
     corruption_ratio: float = Field(0.4, ge=0.0, le=1.0, description="Noise rate r of the transition matrix.")
-    protocol: Literal["mwnet", "clp"] = Field(
+    recipe: Literal["mwnet", "clp"] = Field(
         "mwnet",
-        description="mwnet: flip pattern from its own generator seeded with 1; clp: CLP's CIFAR_process.py "
+        validation_alias=AliasChoices("recipe", "protocol"),  # its name before 2026-12 (configs of older runs)
+        description="Whose code builds the data. mwnet: flip pattern from its own generator seeded with 1; clp: CLP's CIFAR_process.py "
         "(one seeded stream for the meta split, the flip pattern and the labels).",
     )
     num_meta: int | None = Field(
@@ -373,7 +375,7 @@ def _long_tailed(name: str, variant: str, config: CIFARLTConfig | dict[str, Any]
         data.train_labels,
         C,
         config.imb_factor,
-        config.protocol,
+        config.recipe,
         seed=config.seed,
         num_meta=config.num_meta,
         shuffle_class_order=config.shuffle_class_order,
@@ -386,7 +388,7 @@ def _long_tailed(name: str, variant: str, config: CIFARLTConfig | dict[str, Any]
     train = _split(data.train_images[selection.train], data.train_labels[selection.train])
     extra = {
         "folder": str(folder),
-        "protocol": config.protocol,
+        "recipe": config.recipe,
         "imb_factor": config.imb_factor,
         "imb_type": config.imb_type,
         "num_meta": len(selection.meta) // C if C else 0,
@@ -406,7 +408,7 @@ def select_long_tailed(
     labels: np.ndarray,
     num_classes: int,
     imb_factor: float,
-    protocol: str,
+    recipe: str,
     *,
     seed: int,
     num_meta: int | None = None,
@@ -415,22 +417,22 @@ def select_long_tailed(
     rng: np.random.RandomState | None = None,
     dataset: str = "cifar",
 ) -> protocols.LongTailedSelection:
-    """The meta set and long-tailed training set of ``protocol`` (``mwnet``, ``clp``, ``ldam``).
+    """The meta set and long-tailed training set of ``recipe`` (``mwnet``, ``clp``, ``ldam``).
 
-    Defaults per protocol, for a training set of N images: ``mwnet`` 10 meta images per class,
+    Defaults per recipe, for a training set of N images: ``mwnet`` 10 meta images per class,
     ``n_max = (N − 10·C) / C``; ``clp`` ``1000 // C`` per class, ``n_max = ⌊(N − 1000) / C⌋``,
     class order shuffled, CLP's ``n_max / ρ^x`` arithmetic; ``ldam`` no meta set, ``n_max = N / C``.
     """
     defaults = {"mwnet": 10, "clp": META_TOTAL // num_classes, "ldam": 0}
-    if protocol not in defaults:
-        raise ConfigError(f"{dataset}: protocol must be one of {', '.join(defaults)}, got {protocol!r}.")
-    per_class = defaults[protocol] if num_meta is None else num_meta
+    if recipe not in defaults:
+        raise ConfigError(f"{dataset}: recipe must be one of {', '.join(defaults)}, got {recipe!r}.")
+    per_class = defaults[recipe] if num_meta is None else num_meta
     n = len(labels)
-    if protocol == "clp":
+    if recipe == "clp":
         n_max: float = int((n - per_class * num_classes) / num_classes)
     else:
         n_max = (n - per_class * num_classes) / num_classes
-    shuffle = (protocol == "clp") if shuffle_class_order is None else shuffle_class_order
+    shuffle = (recipe == "clp") if shuffle_class_order is None else shuffle_class_order
     try:
         return protocols.long_tailed_indices(
             labels,
@@ -441,7 +443,7 @@ def select_long_tailed(
             n_max=n_max,
             shuffle_class_order=shuffle,
             profile=imb_type,  # type: ignore[arg-type]
-            formula="divide" if protocol == "clp" else "multiply",
+            formula="divide" if recipe == "clp" else "multiply",
             rng=rng,
         )
     except ValueError as exc:
@@ -460,7 +462,7 @@ def _noisy(name: str, variant: str, config: CIFARNoisyConfig | dict[str, Any], d
             f"{name}: hierarchical noise needs CIFAR-100's superclasses (coarse_labels); use unif, flip or flip2."
         )
     per_class = META_TOTAL // C if config.num_meta is None else config.num_meta
-    if config.protocol == "clp":
+    if config.recipe == "clp":
         # CLP's build_dataloader with imbalanced_factor 1: one stream for everything, in its order
         rng = np.random.RandomState(config.seed)
         selection = select_long_tailed(
@@ -483,7 +485,7 @@ def _noisy(name: str, variant: str, config: CIFARNoisyConfig | dict[str, Any], d
     train = _split(data.train_images[selection.train], noisy)
     extra = {
         "folder": str(folder),
-        "protocol": config.protocol,
+        "recipe": config.recipe,
         "corruption_type": config.corruption_type,
         "corruption_ratio": config.corruption_ratio,
         "num_meta": per_class,

@@ -1,6 +1,6 @@
 """``robust data``: which datasets are here, whether their files are intact, and their HDF5 caches.
 
-* ``robust data list`` reads only the registrations' metadata (``folder``, ``files``), so it works
+* ``robust data status`` reads only the registrations' metadata (``folder``, ``files``), so it works
   before any dataset module is importable and never imports torch;
 * ``robust data verify NAME`` builds the dataset as ``robust run`` would, with its real factory
   (not the cache), counts every split and group against the registration's ``expected_counts``
@@ -63,7 +63,7 @@ def data() -> None:
     """Datasets on this machine: list them, verify their files, cache them as HDF5.
 
     \b
-      robust data list                     every dataset and whether it is here
+      robust data status                     every dataset and whether it is here
       robust data verify waterbirds        counts per split and group, every image decoded
       robust data cache waterbirds         decode once into DATA_ROOT/.cache/*.h5 (fast reads)
       robust data make-cmnist              generate LfF's Colored MNIST from the MNIST files
@@ -116,7 +116,7 @@ def dataset_status(entry: Any, root: Path) -> dict[str, Any]:
     return record
 
 
-@data.command("list")
+@data.command("status")
 @data_root_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_command(data_root: str | None, as_json: bool) -> None:
@@ -148,6 +148,11 @@ def list_command(data_root: str | None, as_json: bool) -> None:
             status.append(" + cached", style="bold")
         table.add_row(record["name"], record["package"], status, Text(record["path"] or ""))
     Console().print(table)
+
+
+# `robust data status`, its name before 2026-12: still works, not shown (`robust list datasets` lists what is
+# registered; `robust data status` what is on disk).
+data.add_command(click.Command("list", callback=list_command.callback, params=list_command.params, hidden=True))
 
 
 @data.command()

@@ -20,7 +20,7 @@ The steps, each safe to interrupt:
    deleted afterwards.
 
 ``folder`` is the registration's ``folder`` (:mod:`robust_datasets.plugin`): a downloaded dataset
-is where ``robust data list`` and the loaders look. This module does not import torch.
+is where ``robust data status`` and the loaders look. This module does not import torch.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def find_archive(name: str) -> Archive:
     reason = f"{why}." if why else "it is not in the table of datasets with a stable download URL."
     raise DataError(
         f"Dataset {name!r} cannot be downloaded by robust: {reason} Downloadable: {known} "
-        f"(`robust data download --list`). For the others, `robust data list` shows where each one goes "
+        f"(`robust data download --list`). For the others, `robust data status` shows where each one goes "
         f"and the error of `robust data verify NAME` says where to get it."
     )
 

@@ -2,7 +2,7 @@
 
 Torch-free on purpose: ``robust list`` and ``robust --help`` load every plugin.
 
-Metadata of on-disk datasets (used by ``robust data list`` and ``robust data verify``):
+Metadata of on-disk datasets (used by ``robust data status`` and ``robust data verify``):
 ``folder`` (default folder under the data root), ``files`` (paths inside it that must exist),
 ``source`` (where to get the files) and, where known, ``expected_counts``
 (``{split: [count of group 0, group 1, ...]}``); ``user_data`` marks a dataset whose files the user
@@ -274,8 +274,8 @@ def register_commands(cli: Any) -> None:
 def register_dataset_transforms(register: Any) -> None:
     register(
         "meta_longtail_noise",
-        "robust_datasets.protocols:apply_class_protocol",
-        config="robust_datasets.protocols:ClassProtocolOptions",
+        "robust_datasets.long_tail_noise:apply_class_protocol",
+        config="robust_datasets.long_tail_noise:ClassProtocolOptions",
         order=10,
         description="On any dataset, as CLP builds its data: a clean meta set (dataset.meta_per_class), a long-tailed "
         "training set (dataset.imb_factor) and label noise (dataset.noise, dataset.noise_ratio), drawn with "

@@ -1,4 +1,4 @@
-"""Where each on-disk dataset's files come from (shown by `robust data list` and in errors). Torch-free."""
+"""Where each on-disk dataset's files come from (shown by `robust data status` and in errors). Torch-free."""
 
 WATERBIRDS_SOURCE = (
     "the group_DRO release (waterbird_complete95_forest2water2.tar.gz, github.com/kohpangwei/group_DRO); masks "

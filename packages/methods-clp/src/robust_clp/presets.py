@@ -3,7 +3,7 @@
 CIFAR (``CLP_train.py``, ``train.sh``, ``train-noise.sh``; read from the code): CIFAR ResNet-32 from
 scratch, SGD lr 0.1, momentum 0.9, Nesterov, weight decay 5e-4, batch 128 (train and meta), 200
 epochs, lr × 0.01 at epoch 160 and again at 180; perturbation network Adam 1e-3, weight decay
-1e-4; λ = 0.5. Data as ``CIFAR_process.py`` builds it (``dataset.protocol=clp``: 1000 clean meta
+1e-4; λ = 0.5. Data as ``CIFAR_process.py`` builds it (``dataset.recipe=clp``: 1000 clean meta
 images in all, i.e. 100 per class on CIFAR-10 and 10 on CIFAR-100; the long tail's class order
 shuffled), with the training script's seed 100 passed to ``build_dataloader``. Its training
 transform is ``RandomCrop(32, padding=4, padding_mode="reflect")`` and a flip
@@ -51,7 +51,7 @@ CIFAR_SGD = {
 }
 # CIFAR_process.py: RandomCrop(32, padding=4, padding_mode="reflect") and RandomHorizontalFlip.
 CIFAR_TRAIN = {"epochs": 200, "batch_size": 128, "augment": "crop_flip_reflect"}
-CLP_DATA = {"protocol": "clp", "seed": 100}  # CIFAR_process.build_dataloader(seed=args.seed=100)
+CLP_DATA = {"recipe": "clp", "seed": 100}  # CIFAR_process.build_dataloader(seed=args.seed=100)
 IMB_FACTORS = (10, 100)
 NOISE = {"unif": (0.2, 0.4, 0.6), "flip": (0.2, 0.4, 0.6), "flip2": (0.2, 0.4, 0.6)}
 
