@@ -458,3 +458,13 @@ def test_reg_anneal_is_the_references_unclamped_ramp(tmp_path, shapes, one_threa
     assert steps > 0
     expected = full.method.update(batch, 3)["reg"].item() * 3 / (steps * 0.5)
     assert ramp.method.update(batch, 3)["reg"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_one_name_per_concept_with_the_references_names_accepted():
+    """cf_infill / f_infill are CLP's and the counterfactual package's names; the reference's inpaint /
+    f_inpaint set the same options (and are stored under the shared names)."""
+    ours = resolve_run_config("cfgen", dataset="synthetic-waterbirds", sets=["cf_infill=mean", "f_infill=random"])
+    theirs = resolve_run_config("cfgen", dataset="synthetic-waterbirds", sets=["inpaint=mean", "f_inpaint=random"])
+    assert ours.config.method == theirs.config.method
+    assert ours.config.method["cf_infill"] == "mean" and ours.config.method["f_infill"] == "random"
+    assert "inpaint" not in ours.config.method and "f_inpaint" not in ours.config.method

@@ -269,6 +269,16 @@ def nest(path: list[str], value: Any) -> dict[str, Any]:
     return tree
 
 
+def option_names(model: type[BaseModel] | None) -> set[str]:
+    """The names ``--set`` accepts for a model's options: the fields and their alias choices (the name a
+    paper's code uses, kept beside ours)."""
+    names: set[str] = set()
+    for name, field in (model.model_fields if model is not None else {}).items():
+        names.add(name)
+        names.update(c for c in getattr(field.validation_alias, "choices", ()) if isinstance(c, str))
+    return names
+
+
 def route_set_key(
     path: list[str],
     method_fields: set[str],

@@ -18,6 +18,7 @@ from robust.config import (
     describe_validation_error,
     load_toml,
     nest,
+    option_names,
     parse_set,
     route_set_key,
     validate_typed,
@@ -86,7 +87,7 @@ def _resolve(
     method_entry = registry.get("method", method)
     method_cls = method_entry.load()
     method_config = method_entry.load_config()
-    method_fields = set(method_config.model_fields) if method_config is not None else set()
+    method_fields = option_names(method_config)
 
     file_tree = load_toml(config_file) if config_file else {}
     user: dict[str, Any] = deep_merge(_strip_record(base or {}), file_tree)

@@ -3,10 +3,10 @@ Counterfactual and Invariant Data Generation.
 
 Each training batch is enlarged with, for every image that has a foreground:
 
-* a **counterfactual** (CF) image: the rectangle around the foreground is infilled (``inpaint``),
+* a **counterfactual** (CF) image: the rectangle around the foreground is infilled (``cf_infill``),
   so the class evidence is gone and only context remains; it is trained away from the label,
   ``-log(1 - p_y)``;
-* a **factual** (F) image: the background is replaced (``f_inpaint``) and the foreground
+* a **factual** (F) image: the background is replaced (``f_infill``) and the foreground
   silhouette kept; it is trained with the label.
 
 and, optionally, a **saliency** penalty (``reg=bbox_o``): the squared input gradient of the label
@@ -46,15 +46,15 @@ class CFGen(ERM):
         self.register_buffer("mean", torch.tensor(ctx.info.mean).view(1, channels, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(ctx.info.std).view(1, channels, 1, 1), persistent=False)
         self.total_steps = ctx.epochs * ctx.steps_per_epoch
-        if config.inpaint == "cagan":
+        if config.cf_infill == "cagan":
             raise ConfigError(
-                "inpaint=cagan trains on CA-GAN counterfactuals precomputed for every training image, and no "
-                "registered dataset provides them yet. Use inpaint=tile (the reference's other best option) or "
+                "cf_infill=cagan trains on CA-GAN counterfactuals precomputed for every training image, and no "
+                "registered dataset provides them yet. Use cf_infill=tile (the reference's other best option) or "
                 "another infill: mean, random, shuffle."
             )
         parts = [
-            *(["counterfactual (CF) images"] if config.inpaint != "none" else []),
-            *(["factual (F) images"] if config.f_inpaint != "none" else []),
+            *(["counterfactual (CF) images"] if config.cf_infill != "none" else []),
+            *(["factual (F) images"] if config.f_infill != "none" else []),
             *(["the saliency penalty"] if config.reg != "none" else []),
         ]
         # False when nothing needs a foreground, or the user opted out (recorded): every batch is then plain.
@@ -88,12 +88,12 @@ class CFGen(ERM):
         """CF images (foreground rectangle infilled) and F images (background infilled) of ``x``."""
         c = self.config
         x_cf = x_f = None
-        if c.inpaint != "none":
+        if c.cf_infill != "none":
             region = mask if self.masks_are_boxes else rectangle_mask(mask)  # the box: no shape cue is left
             keep = 1.0 - region
-            x_cf = apply_infill(c.inpaint, x, keep, self.infill_context(y), **self._options(c.inpaint))
-        if c.f_inpaint != "none":
-            x_f = apply_infill(c.f_inpaint, x, mask, self.infill_context(y), **self._options(c.f_inpaint))
+            x_cf = apply_infill(c.cf_infill, x, keep, self.infill_context(y), **self._options(c.cf_infill))
+        if c.f_infill != "none":
+            x_f = apply_infill(c.f_infill, x, mask, self.infill_context(y), **self._options(c.f_infill))
         return x_cf, x_f
 
     def _options(self, infill: str) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """CFGen's options, named as the reference's flags (zzzace2000/robust_cls_model, train_pl.py).
 
-The reference's defaults turn everything off (``inpaint=none``, ``f_inpaint=none``,
+The option names are CLP's and the counterfactual package's (``cf_infill``, ``f_infill``); the
+reference's ``inpaint`` and ``f_inpaint`` are accepted as the same options. The reference's defaults
+turn everything off (``inpaint=none``, ``f_inpaint=none``,
 ``reg=none``: plain fine-tuning). ``robust run cfgen`` means the method, so our defaults are the
 combination the README recommends and runs: counterfactuals by ``tile`` (README: "cagan or tile
 perform the best"; cagan needs precomputed images), factuals by ``shuffle``, and the ``bbox_o``
-saliency penalty with ``reg_coeff`` 10 (the README's example). ``--set inpaint=none`` etc. give the
+saliency penalty with ``reg_coeff`` 10 (the README's example). ``--set cf_infill=none`` etc. give the
 ablations (CF only, F only, Sal only).
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from robust_counterfactual.fidelity import ALLOW_NO_MASKS_HELP
 
 from robust.api import ERMConfig
@@ -21,13 +23,15 @@ from robust.api import ERMConfig
 class CFGenConfig(ERMConfig):
     """ERM's optimiser and schedule options plus the augmentations and the penalty."""
 
-    inpaint: Literal["none", "mean", "random", "shuffle", "tile", "cagan"] = Field(
+    cf_infill: Literal["none", "mean", "random", "shuffle", "tile", "cagan"] = Field(
         "tile",
+        validation_alias=AliasChoices("cf_infill", "inpaint"),  # the reference's --inpaint
         description="Counterfactual (CF) images: the infill that replaces the rectangle around the foreground "
         "(trained away from the label). none = no CF images.",
     )
-    f_inpaint: Literal["none", "random", "shuffle", "mrand", "fgsm", "mean", "tile"] = Field(
+    f_infill: Literal["none", "random", "shuffle", "mrand", "fgsm", "mean", "tile"] = Field(
         "shuffle",
+        validation_alias=AliasChoices("f_infill", "f_inpaint"),  # the reference's --f_inpaint
         description="Factual (F) images: the infill that replaces the background, keeping the foreground "
         "silhouette and the label. none = no F images.",
     )
