@@ -41,9 +41,17 @@ def test_help_and_version():
     assert robust("--version").stdout.strip().startswith("robust, version")
 
 
+HEAVY = ("torch", "numpy", "pydantic", "rich", "h5py", "submitit", "matplotlib", "sklearn", "timm")
+
+
 def test_help_and_list_do_not_import_torch():
+    """Nor anything heavy (issue 21: `robust --help` and `robust list` within 0.2 s with every package)."""
     for args in (["--help"], ["list"]):
-        code = f"import sys; sys.argv = ['robust', *{args!r}]\nfrom robust.cli import cli\ntry:\n    cli()\nexcept SystemExit:\n    pass\nassert 'torch' not in sys.modules, 'torch imported'"
+        code = (
+            f"import sys; sys.argv = ['robust', *{args!r}]\nfrom robust.cli import cli\ntry:\n    cli()\n"
+            f"except SystemExit:\n    pass\nheavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+            "assert not heavy, f'imported: {heavy}'"
+        )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
 

@@ -21,8 +21,8 @@ from robust.hookspecs import hookimpl
 #: What the API exports, by the module it comes from (loaded on first use).
 _EXPORTS: dict[str, str] = {
     # configs and errors
-    "robust.config": "DatasetConfig MethodConfig ModelConfig Options RunConfig TrainConfig "
-    "deep_merge nest parse_set parse_value toml_literal validate_section",
+    "robust.config": "DatasetConfig MethodConfig ModelConfig Options RunConfig TrainConfig deep_merge nest validate_section",
+    "robust.toml_values": "parse_set parse_value toml_literal",
     "robust.errors": "CheckpointError ConfigError DataError DeviceError NonFiniteLossError PluginError RobustError "
     "RunDirError UnknownNameError WriteError",
     # the method contract

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import shutil
 import tempfile
@@ -876,17 +877,15 @@ def _apply_batch_transform(
 
 
 def _plain(value: Any, phase: str) -> Any:
-    """What a ``run`` phase returned, as JSON: numbers, strings, booleans, lists and dicts of them
-    (tensors become numbers or lists); anything else is a clear error naming the phase."""
-    if isinstance(value, Tensor):
-        return value.item() if value.numel() == 1 else value.detach().cpu().tolist()
-    if isinstance(value, dict):
-        return {str(k): _plain(v, phase) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v, phase) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    raise TypeError(
-        f"Phase {phase!r} returned a {type(value).__name__} inside its result; a run phase returns None or a dict "
-        "of numbers, strings, lists and tensors (recorded in history.h5 and summary.json)."
-    )
+    """What a ``run`` phase returned, as JSON (tensors become numbers or lists); anything else that JSON
+    cannot hold is a clear error naming the phase."""
+
+    def tensor(obj: Any) -> Any:
+        if isinstance(obj, Tensor):
+            return obj.detach().cpu().tolist()
+        raise TypeError(
+            f"Phase {phase!r} returned a {type(obj).__name__} inside its result; a run phase returns None or a "
+            "dict of numbers, strings, lists and tensors (recorded in history.h5 and summary.json)."
+        )
+
+    return json.loads(json.dumps(value, default=tensor))

@@ -8,27 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from robust.errors import ConfigError
 from robust.hookspecs import hookimpl
 
 _writers: dict[int, Any] = {}
 
 
-class TensorBoardOptions(BaseModel):
-    """The logger's switch, a ``train.*`` option it owns (``register_options``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tensorboard: bool = Field(
-        False, description="Write metrics to RUN_DIR/tensorboard (needs the tensorboard package)."
-    )
-
-
 @hookimpl
 def register_options(register):
-    register("tensorboard", "robust.loggers.tensorboard:TensorBoardOptions", section="train")
+    register("tensorboard", "robust.loggers.tensorboard_options:TensorBoardOptions", section="train")
 
 
 @hookimpl
