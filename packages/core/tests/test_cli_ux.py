@@ -21,10 +21,11 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from robust.config import _type_name, to_toml
+from robust.config import _type_name
 from robust.errors import ConfigError, DataError, UnknownNameError, first_party, install_hint
 from robust.hookspecs import hookimpl
 from robust.testing import TinyConfig, registered, tiny_dataset, tiny_run
+from robust.toml_values import to_toml
 
 REPO = Path(__file__).resolve().parents[3]
 

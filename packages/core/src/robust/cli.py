@@ -395,7 +395,7 @@ def run(
     for note in resolved.notes:
         click.echo(f"Note: {note}", err=True)
     if print_config:
-        from robust.config import to_toml
+        from robust.toml_values import to_toml
 
         click.echo(to_toml(config.model_dump(mode="json")), nl=False)
         return
