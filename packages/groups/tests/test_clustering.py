@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from robust_groups.clustering import adjusted_rand_index, agreement, cluster, kmeans, read_assignment, write_assignment
+from robust_groups.clustering import cluster, kmeans, read_assignment, write_assignment
 
+from robust.api import adjusted_rand_index, agreement
 from robust.errors import ConfigError
 
 

@@ -273,6 +273,6 @@ def replace_splits(
     extra = dict(bundle.info.extra)
     if transform_options:
         extra["dataset_transforms"] = {**extra.get("dataset_transforms", {}), **transform_options}
-    info = dataclasses.replace(bundle.info, train_group_counts=counts, extra={**extra, **info_changes.pop("extra", {})})
-    info = dataclasses.replace(info, **info_changes)
+    extra.update(info_changes.pop("extra", {}))
+    info = dataclasses.replace(bundle.info, train_group_counts=counts, extra=extra, **info_changes)
     return dataclasses.replace(bundle, info=info, splits=splits, aux=dict(bundle.aux if aux is None else aux))

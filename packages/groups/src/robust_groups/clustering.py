@@ -10,8 +10,8 @@ One implementation for all of them:
 * :func:`kmeans`: k-means with cosine distance (spherical k-means: unit vectors, centroids
   renormalised), k-means++ seeding from a seeded generator, so a clustering is reproducible;
 * :func:`cluster`: all classes together (PruSC's official code) or per class;
-* :func:`agreement`: how well clusters match true groups where those are known (adjusted Rand
-  index, purity, worst-group recall);
+* ``robust.api.agreement`` (in the core's metrics): how well clusters match true groups where those
+  are known (adjusted Rand index, purity, worst-group recall);
 * :func:`write_assignment` / :func:`read_assignment`: the CSV a user can inspect, reuse, or
   supply by hand (``index,label,cluster[,group]``).
 """
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robust.api import Batch, ConfigError, adjusted_rand_index, agreement, atomic_write  # noqa: F401  (re-exported: discovery uses them)
+from robust.api import Batch, ConfigError, atomic_write
 
 Mode = Literal["all", "per_class"]
 
