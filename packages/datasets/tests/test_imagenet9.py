@@ -50,8 +50,8 @@ def test_in9_masks_from_no_fg(tree):
             expected[y0:y1, x0:x1] = 255
             assert torch.equal(mask, expected)
             assert train.bboxes[i].tolist() == [x0, y0, x1, y1]
-        else:  # no no_fg image: all-zero mask, whole-image box
-            assert mask.sum() == 0 and train.bboxes[i].tolist() == [0, 0, IN9_SIDE, IN9_SIDE]
+        else:  # no no_fg image: all-zero mask and the empty box (no foreground known), as CCT's boxless images
+            assert mask.sum() == 0 and train.bboxes[i].tolist() == [0, 0, 0, 0]
     assert bundle.splits["val"].masks is None
 
 

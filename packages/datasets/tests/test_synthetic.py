@@ -417,3 +417,14 @@ def test_plugin_and_options_do_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_boxes_of_empty_and_drawn_masks_agree_with_the_image_file_rule():
+    from robust_datasets.imagefiles import mask_bbox
+    from robust_datasets.synthetic_waterbirds import bounding_boxes
+
+    masks = np.zeros((3, 6, 8), dtype=bool)
+    masks[1, 2:4, 1:7] = True
+    masks[2, 5, 7] = True
+    boxes = bounding_boxes(masks)
+    assert boxes.tolist() == [mask_bbox(m) for m in masks] == [[0, 0, 0, 0], [1, 2, 7, 4], [7, 5, 8, 6]]

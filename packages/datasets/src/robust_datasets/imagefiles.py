@@ -153,11 +153,16 @@ def decode_mask(path: Path, resize: Resize) -> np.ndarray:
 
 
 def mask_bbox(mask: np.ndarray) -> list[int]:
-    """Tight box ``x0, y0, x1, y1`` (end exclusive) of a non-empty mask; the whole image if empty."""
+    """Tight box ``x0, y0, x1, y1`` (end exclusive) around a mask's foreground.
+
+    An empty mask ("no foreground known": IN-9 images without a no_fg file) gets the empty box
+    ``0, 0, 0, 0``, as CCT's images without a box do: rasterised it is no foreground, and the
+    bbox crop leaves such an image unconstrained. A whole-image box would claim the opposite.
+    """
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
-        return [0, 0, mask.shape[1], mask.shape[0]]
+        return [0, 0, 0, 0]
     return [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
 
 

@@ -222,7 +222,8 @@ def _no_fg_path(root: Path, class_folder: str, path: Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-@cached_dataset("in9", config_class=ImageNet9Config, version=2)
+# version 3: training images without a no_fg file get the empty box, no longer the whole image
+@cached_dataset("in9", config_class=ImageNet9Config, version=3)
 def load_in9(config: ImageNet9Config | dict[str, Any], data_root: Path) -> DatasetBundle:
     """ImageNet-9 with the original training set (``DATA_ROOT/bg_challenge``, or ``config.root``)."""
     return _load("in9", config, data_root)

@@ -167,15 +167,16 @@ def _render(
 def bounding_boxes(masks: np.ndarray) -> np.ndarray:
     """Tight boxes ``(N, 4)`` int64 as ``x0, y0, x1, y1`` (end exclusive) around ``(N, H, W)`` masks.
 
-    A mask with no foreground gets the whole image (never happens for generated birds).
+    A mask with no foreground gets the empty box ``0, 0, 0, 0``, as ``imagefiles.mask_bbox`` gives
+    (never happens for generated birds).
     """
     _, height, width = masks.shape
     cols, rows = masks.any(axis=1), masks.any(axis=2)
     empty = ~cols.any(axis=1)
     x0 = np.where(empty, 0, cols.argmax(axis=1))
-    x1 = np.where(empty, width, width - cols[:, ::-1].argmax(axis=1))
+    x1 = np.where(empty, 0, width - cols[:, ::-1].argmax(axis=1))
     y0 = np.where(empty, 0, rows.argmax(axis=1))
-    y1 = np.where(empty, height, height - rows[:, ::-1].argmax(axis=1))
+    y1 = np.where(empty, 0, height - rows[:, ::-1].argmax(axis=1))
     return np.stack([x0, y0, x1, y1], axis=1).astype(np.int64)
 
 
