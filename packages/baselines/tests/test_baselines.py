@@ -443,6 +443,10 @@ def test_dfr_refuses_a_group_missing_from_val_in_one_paragraph():
         balanced_subset(np.array([0, 0, 1, 3, 3, 1]), np.random.RandomState(0))
 
 
+def val_groups_known(method) -> bool:
+    return method.ctx.data.splits["val"].groups is not None
+
+
 def test_dfr_refits_the_head_on_balanced_val_and_predicts_with_it(tmp_path):
     run = make_run(tmp_path / "run", "dfr", ["num_retrains=3", "c_grid=[1.0,0.1]"], epochs=1)
     summary = run.fit()
@@ -451,6 +455,9 @@ def test_dfr_refits_the_head_on_balanced_val_and_predicts_with_it(tmp_path):
     assert report["c"] in (1.0, 0.1) and report["num_retrains"] == 3
     assert {p["phase"] for p in summary["selection"].values()} == {"reweight"}
     assert summary["protocol"]["val_used_for_training"] and summary["default_selection"] == "last"
+    # DFR^Tr_Val reads val's groups, never the training data's.
+    assert not summary["protocol"]["train_group_labels"] and summary["protocol"]["val_group_labels"]
+    assert run.method.ctx.data.splits["train"].groups is None and val_groups_known(run.method)
     # The head is the averaged logistic regression: replay the protocol on the same features.
     x_train, x_val = method.features("train"), method.features("val")
     val = run.data.splits["val"]

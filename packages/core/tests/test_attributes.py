@@ -31,6 +31,10 @@ class GroupInspector(Inspector):
     uses_group_labels = True
 
 
+class ValGroupInspector(Inspector):
+    uses_val_group_labels = True
+
+
 class AttributePlugin(TinyPlugin):
     from robust import hookimpl
 
@@ -40,6 +44,7 @@ class AttributePlugin(TinyPlugin):
         register("group-user", GroupUser)
         register("inspector", Inspector)
         register("group-inspector", GroupInspector)
+        register("val-group-inspector", ValGroupInspector)
 
 
 @pytest.fixture(autouse=True)
@@ -81,10 +86,25 @@ def test_a_group_method_gets_train_and_val_groups_but_never_test(tmp_path):
         "val_attr": "yes",
         "train_group_labels": True,
         "val_group_labels": True,
+        "val_groups_to_method": True,
         "val_used_for_training": False,
         "inferred_groups": None,
     }
     assert summary["default_selection"] == "best_val_worst_group"
+
+
+@pytest.mark.parametrize("train_attr", ["auto", "no"])
+def test_a_method_that_reads_val_groups_only_gets_them_and_no_training_groups(tmp_path, train_attr):
+    """DFR's protocol: val's groups (its balanced held-out set), none of the training data's."""
+    Recorder.seen_groups.clear()
+    summary = run(tmp_path, "val-group-inspector", train_attr=train_attr)
+    assert Recorder.seen_groups and not any(Recorder.seen_groups)
+    assert Inspector.views == {"train": False, "val": True, "test": False, "batches:train": False, "batches:val": True}
+    assert summary["protocol"]["train_group_labels"] is False and summary["protocol"]["val_group_labels"] is True
+    assert summary["protocol"]["val_groups_to_method"] is True
+    assert run(tmp_path / "erm", "inspector", train_attr=train_attr)["protocol"]["val_groups_to_method"] is False
+    run(tmp_path / "withheld", "val-group-inspector", val_attr="no")
+    assert Inspector.views["val"] is False and Inspector.views["batches:val"] is False
 
 
 def test_without_val_groups_selection_is_by_worst_class(tmp_path):
@@ -141,29 +161,3 @@ def test_group_agreement_scores_without_handing_out_groups(tmp_path):
         reset_registry()
     assert scores["exact"]["ari"] == pytest.approx(1.0) and scores["exact"]["worst_group_recall"] == 1.0
     assert scores["one"]["ari"] == pytest.approx(0.0) and scores["one"]["worst_group_recall"] == 0.0
-
-
-def test_report_keeps_protocols_apart(tmp_path):
-    """Runs that differ in the label protocol are separate rows, not hyperparameter candidates."""
-    from robust.report import aggregate, find_summaries
-
-    run(tmp_path / "a", "group-user")
-    run(tmp_path / "b", "group-user", val_attr="no")
-    rows = aggregate(find_summaries([tmp_path]))
-    assert sorted(r.variant for r in rows) == ["", "val groups withheld"]
-    assert all(r.candidates == 1 for r in rows)
-
-
-def test_report_keeps_other_data_apart(tmp_path):
-    """Runs on other data (a dataset option that differs: another CSV file, another conflict ratio)
-    are separate rows named by that option, never hyperparameter candidates of one another."""
-    from robust.report import aggregate, find_summaries
-
-    for n, lr in ((96, 0.05), (64, 0.05), (64, 0.01)):
-        sets = ["train.batch_size=32", f"dataset.n_train={n}", f"lr={lr}"]
-        resolved = resolve_run_config("erm", dataset="tiny", sets=sets, flags={"epochs": 1})
-        Run(resolved, tmp_path / f"n{n}-lr{lr}", quiet=True).fit()
-    rows = {r.variant: r for r in aggregate(find_summaries([tmp_path]))}
-    assert set(rows) == {"n_train=96", "n_train=64"}
-    assert rows["n_train=64"].candidates == 2 and rows["n_train=96"].candidates == 1
-    assert rows["n_train=64"].hyper.startswith("lr=")

@@ -1,7 +1,7 @@
 """What a user of `robust` reads (issue 19 §6-§8): --print-config, presets and allowed values in
 `robust info`, flags that win over presets, resume errors that name what changed, a missing dataset
 reported before torch loads, which package provides a name, the end-of-run table, the progress
-display, the start line, `robust report` at 80 columns, PruSC's kept weights, the csv default model
+display, the start line, PruSC's kept weights, the csv default model
 and the README's CPU-only install."""
 
 from __future__ import annotations
@@ -282,6 +282,8 @@ def test_cli_names_the_package_of_a_missing_method_and_command():
     assert method.returncode == 2 and "pip install robust-disent" in method.stderr, method.stderr
     command = subprocess.run([*run, "rare", "--help"], capture_output=True, text=True, env=env)
     assert command.returncode == 2 and "pip install robust-rare" in command.stderr, command.stderr
+    report = subprocess.run([*run, "report", "runs"], capture_output=True, text=True, env=env)
+    assert report.returncode == 2 and "pip install -e packages/report" in report.stderr, report.stderr
 
 
 def test_first_party_table_matches_what_the_packages_register():
@@ -323,7 +325,7 @@ def test_first_party_table_matches_what_the_packages_register():
 
 
 def test_end_of_run_tables_keep_losses_out_of_accuracy_percent(tmp_path):
-    from robust.report import summary_table, summary_tables
+    from robust.summary_tables import summary_table, summary_tables
 
     summary = tiny_run("erm", tmp_path / "run", sets=["train.batch_size=32"])
     loss = summary["selection"]["last"]["metrics"]["val/loss"]
@@ -397,44 +399,7 @@ def test_start_line_says_steps_and_the_preset(step_method, tmp_path):
     assert line.endswith(str(tmp_path / "run"))
 
 
-# -- 10. robust report at 80 columns -------------------------------------------------------------------
-
-
-def _report_rows():
-    from robust.report import DEFAULT_METRICS, Row
-
-    rows = []
-    cells = [
-        ("groupdro", "synthetic-waterbirds", "resnet50", ""),
-        ("erm", "cmnist", "mlp", "conflict_pct=0.5"),
-        ("cvar_dro", "celeba", "resnet50", "train groups withheld"),
-    ]
-    for i, (method, dataset, model, variant) in enumerate(cells):
-        row = Row(method, dataset, model, "best_val_worst_group", variant=variant, seeds=[0, 1, 2])
-        for j, metric in enumerate(DEFAULT_METRICS):
-            row.values[metric] = [0.5 + 0.01 * (i + j), 0.7 + 0.02 * j, 0.9 - 0.03 * i]
-        rows.append(row)
-    return rows, list(DEFAULT_METRICS)
-
-
-def test_report_reads_at_80_columns():
-    from robust.report import render
-
-    rows, metrics = _report_rows()
-    text = rendered(render(rows, metrics, "table"), 80)
-    lines = text.splitlines()
-    assert all(len(line) <= 80 for line in lines), max(lines, key=len)
-    assert "…" not in text, "nothing cut"
-    for row in rows:
-        assert row.method in text and f"({row.model})" in text
-        assert row.dataset in text, f"{row.dataset} whole, not cut or folded"
-        for metric in metrics:
-            mean, std = row.mean_std(metric)
-            assert f"{100 * mean:.1f}" in text and f"±{100 * std:.1f}" in text, (row.method, metric)
-    assert "worst-group" in text  # the short headers are spelled out
-    wide = rendered(render(rows, metrics, "table"), 200)
-    mean, std = rows[0].mean_std("test/avg_acc")
-    assert f"{100 * mean:.1f} ±{100 * std:.1f}" in wide and max(len(line) for line in wide.splitlines()) <= 200
+# -- 10. robust report at 80 columns: robust-report's (packages/report/tests/test_render.py) --------
 
 
 # -- 11. PruSC's kept weights ----------------------------------------------------------------------------

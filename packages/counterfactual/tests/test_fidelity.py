@@ -12,6 +12,9 @@ import torch
 from pydantic import Field
 from robust_counterfactual.fidelity import ALLOW_NO_MASKS_HELP, require_foreground, split_has_foreground
 from robust_counterfactual.masks import ProviderMaskedSplit
+from robust_report.aggregate import aggregate, find_summaries
+from robust_report.comparison import compare_with_papers
+from robust_report.render import render
 
 from robust import hookimpl
 from robust.data import StreamSplit
@@ -19,7 +22,6 @@ from robust.engine import Run
 from robust.erm import ERM, ERMConfig
 from robust.errors import ConfigError
 from robust.papers import PaperResult
-from robust.report import aggregate, compare_with_papers, find_summaries, render
 from robust.resolve import resolve_run_config
 from robust.testing import TinyConfig, TinyDatasetPlugin, load_tiny
 

@@ -172,42 +172,6 @@ def test_a_killed_sweep_launched_again_finishes_every_run_exactly_once(tmp_path)
     assert third.returncode == 0 and "8 of 8 runs already done" in third.stdout
 
 
-def fake_run(root: Path, lr: float, seed: int, val_wg: float, test_wg: float, groups: bool = True) -> None:
-    run_dir = root / f"lr{lr}" / f"seed{seed}"
-    run_dir.mkdir(parents=True)
-    config = {"seed": seed, "method": {"name": "erm", "lr": lr}, "dataset": {"name": "d"}, "model": {"name": "m"}}
-    (run_dir / "config.json").write_text(json.dumps(config))
-    metrics = {"val/worst_group_acc": val_wg, "val/avg_acc": 1 - val_wg, "test/worst_group_acc": test_wg}
-    rule = "best_val_worst_group" if groups else "best_val_avg"
-    summary = {
-        "method": "erm",
-        "dataset": "d",
-        "model": "m",
-        "seed": seed,
-        "protocol": {"val_group_labels": groups},
-        "default_selection": rule,
-        "selection": {rule: {"metrics": metrics}},
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary))
-
-
-@pytest.mark.parametrize("groups", [True, False])
-def test_report_selects_hyperparameters_by_validation_then_reports_test(tmp_path, groups):
-    from robust.report import aggregate, find_summaries, render
-
-    for seed in (0, 1):
-        fake_run(tmp_path, 0.1, seed, val_wg=0.6, test_wg=0.50 + seed / 100, groups=groups)
-        fake_run(tmp_path, 0.01, seed, val_wg=0.4, test_wg=0.90, groups=groups)
-    (row,) = aggregate(find_summaries([tmp_path]))
-    # Known val groups: the best val worst-group (lr 0.1); unknown: the best val average (lr 0.01).
-    expected_lr, expected_test = (0.1, [0.50, 0.51]) if groups else (0.01, [0.90, 0.90])
-    assert row.hyper == f"lr={expected_lr}" and row.candidates == 2
-    assert row.selected_by == ("val/worst_group_acc" if groups else "val/avg_acc")
-    assert row.values["test/worst_group_acc"] == expected_test and sorted(row.seeds) == [0, 1]
-    markdown = render([row], ["test/worst_group_acc"], "markdown")
-    assert f"lr={expected_lr} (best of 2 by {row.selected_by})" in markdown
-
-
 @pytest.mark.slow
 def test_a_sweep_run_over_two_processes(tmp_path):
     """nproc = 2: submitit starts each run as a job of two tasks that train one data-parallel run."""

@@ -41,8 +41,8 @@ class DFR(ERM):
 
     Config = DFRConfig
     config: DFRConfig
-    #: The engine gives val groups only to methods that declare group labels; DFR reads val's only.
-    uses_group_labels: ClassVar[bool] = True
+    #: DFR^Tr_Val balances its held-out half of val by val's group labels; it reads no training groups.
+    uses_val_group_labels: ClassVar[bool] = True
     presets: ClassVar[dict[str, dict[str, Any]]] = DFR_PRESETS
     dataset_presets: ClassVar[dict[str, str]] = DFR_DATASET_PRESETS
 

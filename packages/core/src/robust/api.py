@@ -54,7 +54,8 @@ _EXPORTS: dict[str, str] = {
     "robust.metrics": "agreement adjusted_rand_index",
     # registry and plugins
     "robust.registry": "get_registry Register",
-    "robust.papers": "register_from_toml",
+    "robust.papers": "register_from_toml PaperResult",
+    "robust.selection": "rule_labels",
     "robust.plugins": "plugin_distribution",
     "robust.paths": "data_root expand_user",
 }

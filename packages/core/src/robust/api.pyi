@@ -146,6 +146,7 @@ from robust.models.mlp import build_mlp as build_mlp
 from robust.models.resnet_cifar import CifarResNetConfig as CifarResNetConfig
 from robust.models.resnet_cifar import build_resnet20 as build_resnet20
 from robust.models.torchvision_resnet import WeightsError as WeightsError
+from robust.papers import PaperResult as PaperResult
 from robust.papers import register_from_toml as register_from_toml
 from robust.paths import data_root as data_root
 from robust.paths import expand_user as expand_user
@@ -159,6 +160,7 @@ from robust.results import run_root as run_root
 from robust.runlock import RunLock as RunLock
 from robust.seeding import generator as generator
 from robust.seeding import seed_everything as seed_everything
+from robust.selection import rule_labels as rule_labels
 from robust.trained import load_trained_run as load_trained_run
 from robust.trained import trained_weights as trained_weights
 

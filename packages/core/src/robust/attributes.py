@@ -6,7 +6,8 @@ Two switches, recorded in every ``summary.json``:
   to a method that uses them (``Method.uses_group_labels``); ``no`` withholds them, and a method
   that needs them is refused; ``auto`` (the default) is ``yes`` exactly when the method uses them.
 * ``val_attr`` (``--val-attr``): ``yes`` keeps the validation split's groups, so that model
-  selection is by val worst-group accuracy (and a group-using method may read them); ``no``
+  selection is by val worst-group accuracy (and a group-using method, or one that reads val's
+  groups only, ``Method.uses_val_group_labels`` as DFR, may read them); ``no``
   withholds them from the method *and* from model selection, which then falls back to val
   worst-class accuracy, as SubpopBench does without attributes.
 
@@ -35,11 +36,15 @@ class AttributeProtocol:
     val: bool
     train_attr: str
     val_attr: str
+    reads_val: bool = False  # the method reads val's groups only (``Method.uses_val_group_labels``)
 
     def gives(self, split: str) -> bool:
         """Whether the method may see ``split``'s group labels: training splits (and auxiliary sets)
-        when the protocol gives train groups, val when it also keeps val groups, test never."""
-        return self.train and (self.val if split == "val" else split != "test")
+        when the protocol gives train groups, val when it keeps val groups and the method reads them
+        (it trains on groups, or reads val's only), test never."""
+        if split == "val":
+            return self.val and (self.train or self.reads_val)
+        return self.train and split != "test"
 
     def record(self, val_groups_known: bool) -> dict[str, Any]:
         """The protocol as ``summary.json`` records it."""
@@ -48,10 +53,13 @@ class AttributeProtocol:
             "val_attr": self.val_attr,
             "train_group_labels": self.train,
             "val_group_labels": val_groups_known,
+            "val_groups_to_method": val_groups_known and self.gives("val"),
         }
 
 
-def resolve_protocol(method_name: str, uses_group_labels: bool, train_attr: str, val_attr: str) -> AttributeProtocol:
+def resolve_protocol(
+    method_name: str, uses_group_labels: bool, train_attr: str, val_attr: str, uses_val_group_labels: bool = False
+) -> AttributeProtocol:
     """The protocol of a run, or a one-paragraph error when the method needs what it withholds."""
     if train_attr == "no" and uses_group_labels:
         raise ConfigError(
@@ -60,7 +68,7 @@ def resolve_protocol(method_name: str, uses_group_labels: bool, train_attr: str,
             "do), or give it inferred groups (`robust discover`, then --set dataset.groups=FILE --train-attr yes)."
         )
     train = uses_group_labels and train_attr != "no"
-    return AttributeProtocol(train=train, val=val_attr == "yes", train_attr=train_attr, val_attr=val_attr)
+    return AttributeProtocol(train, val_attr == "yes", train_attr, val_attr, reads_val=uses_val_group_labels)
 
 
 def without_groups(split: Split) -> Split:

@@ -76,7 +76,7 @@ def cli() -> None:
       robust info erm                      a method's options, defaults and presets
       robust info train                    the engine's options (with those plugins add)
       robust run erm --dataset synthetic-waterbirds --epochs 5
-      robust report runs/                  mean ± std over seeds
+      robust report runs/                  mean ± s.e. over seeds (robust-report)
     """
 
 
@@ -247,8 +247,10 @@ def info(name: str, kind: str | None) -> None:
                 console.print(preset_table(presets))
                 if auto:
                     console.print("picked automatically: " + ", ".join(f"{d} -> {p}" for d, p in sorted(auto.items())))
+            train_groups, val_groups = (getattr(target, f"uses{k}_group_labels", False) for k in ("", "_val"))
             console.print(
-                f"uses group labels in training: {'yes' if getattr(target, 'uses_group_labels', False) else 'no'}"
+                f"uses group labels in training: {'yes' if train_groups else 'no'}"
+                + (" (reads the validation split's, with --val-attr yes)" if val_groups and not train_groups else "")
             )
 
 
@@ -409,7 +411,7 @@ def run(
 
     from robust import distributed
     from robust.engine import Run
-    from robust.report import summary_table
+    from robust.summary_tables import summary_table
 
     distributed.setup(config.device)  # under torchrun: join the other processes (a no-op otherwise)
     try:
@@ -497,50 +499,6 @@ def _launch_processes(nproc: int) -> None:
     except ChildFailedError as exc:
         codes = sorted({failure.exitcode for failure in exc.failures.values()})
         raise SystemExit(codes[0] if len(codes) == 1 and codes[0] > 0 else 1) from None
-
-
-@cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]), default="table", show_default=True
-)
-@click.option(
-    "--selection",
-    help="Selection rule to report (default: each run's default, best val worst-group when groups are known).",
-)
-@click.option("--metric", "metrics", multiple=True, help="Metric to show, e.g. test/worst_group_acc. Repeatable.")
-@click.option(
-    "--against-paper",
-    is_flag=True,
-    help="Set each row beside the numbers its method's paper reports (registered by the method plugins): "
-    "ours, the paper's, the difference in points, and where the protocols differ (e.g. oracle test selection).",
-)
-def report(
-    paths: tuple[str, ...], fmt: str, selection: str | None, metrics: tuple[str, ...], against_paper: bool
-) -> None:
-    """Aggregate finished runs: mean ± std over seeds, per method, dataset and model."""
-    from rich.console import Console
-
-    from robust.errors import ConfigError
-    from robust.report import aggregate, find_summaries, pick_metrics, render
-    from robust.selection import RULES
-
-    if selection is not None and selection not in RULES:
-        raise ConfigError(f"Unknown selection rule {selection!r}; expected one of {', '.join(RULES)}.")
-    if against_paper:
-        from robust.registry import get_registry
-        from robust.report import compare_with_papers, paper_split_options, render_comparison
-
-        papers = get_registry().paper_results
-        rows = aggregate(find_summaries(list(paths)), selection, split_by=paper_split_options(papers))
-        output = render_comparison(compare_with_papers(rows, papers, metrics), fmt)
-    else:
-        rows = aggregate(find_summaries(list(paths)), selection)
-        output = render(rows, pick_metrics(rows, metrics), fmt)
-    if isinstance(output, str):
-        click.echo(output, nl=False)
-    else:
-        Console().print(output)
 
 
 def _register_plugin_commands() -> None:

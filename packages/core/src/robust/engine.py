@@ -130,7 +130,11 @@ class Run:
             self._start_again()
         distributed.barrier()  # the other processes read the directory once rank 0 has put it in order
         self.protocol = resolve_protocol(
-            self.config.method_name, method_cls.uses_group_labels, self.config.train_attr, self.config.val_attr
+            self.config.method_name,
+            method_cls.uses_group_labels,
+            self.config.train_attr,
+            self.config.val_attr,
+            method_cls.uses_val_group_labels,
         )
         with distributed.main_first():  # one process builds a dataset cache, the others read it
             self._all_data = self._load_data()

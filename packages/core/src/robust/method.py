@@ -148,6 +148,9 @@ class Method(nn.Module):
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     #: Whether training batches may carry group and bias labels. False: the engine withholds them.
     uses_group_labels: ClassVar[bool] = False
+    #: Whether the method reads the validation split's group labels (DFR's balanced held-out set) but
+    #: not the training data's; given only with --val-attr yes.
+    uses_val_group_labels: ClassVar[bool] = False
     #: Named presets: partial config trees ({"method": {...}, "train": {...}, "model": {...}}).
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: Preset picked automatically for a dataset name when none is given. The value may name

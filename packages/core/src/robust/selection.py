@@ -36,6 +36,15 @@ LABELS: dict[str, str] = {
     "last": "last",
     "oracle_test": "oracle (max test acc)",
 }
+#: The rules as table headers show them (``robust run``'s end-of-run table, ``robust report``).
+SHORT_LABELS: dict[str, str] = {
+    "best_val_auc": "val auc",
+    "best_val_worst_group": "val wg",
+    "best_val_worst_class": "val wc",
+    "best_val_avg": "val avg",
+    "last": "last",
+    "oracle_test": "oracle",
+}
 
 
 def default_rule(available: list[str]) -> str:
@@ -44,6 +53,12 @@ def default_rule(available: list[str]) -> str:
         if rule in available:
             return rule
     return "last"
+
+
+def rule_labels(short: bool = False) -> dict[str, str]:
+    """Every rule and how it is shown, in full or as a table header (``short``): for commands that
+    print results, so that they name the rules as ``robust run`` does."""
+    return dict(SHORT_LABELS if short else LABELS)
 
 
 def rule_label(rule: str, test_metric: str = "avg_acc") -> str:

@@ -87,6 +87,30 @@ class TinyDatasetPlugin:
         register("tiny", load_tiny, config=TinyConfig, description="tiny test data", default_model="mlp")
 
 
+#: One paper result of a toy method, as a method package's paper_results.toml would give it.
+TOY_PAPER_RESULT: dict[str, Any] = {
+    "method": "toy",
+    "dataset": "toyset",
+    "metric": "test/worst_group_acc",
+    "value": 0.8,
+    "std": 0.01,
+    "source": "Toy et al., Table 2",
+    "selection": "oracle_test",
+    "dataset_options": {"conflict_pct": 1},
+    "train_group_labels": False,
+    "val_group_labels": False,
+    "model": "mlp",
+}
+
+
+class ToyPaperResults:
+    """Registers :data:`TOY_PAPER_RESULT` (tests of the paper results and of reports against them)."""
+
+    @hookimpl
+    def register_paper_results(self, register):
+        register(**TOY_PAPER_RESULT)
+
+
 @contextlib.contextmanager
 def registered(plugin: object, name: str) -> Iterator[None]:
     """Register ``plugin`` for the duration of a ``with`` block, then unregister it and rebuild the

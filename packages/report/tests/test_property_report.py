@@ -29,7 +29,7 @@ def valid_run(seed: int, lr: float) -> tuple[dict[str, Any], dict[str, Any]]:
     summary = {"method": "erm", "dataset": "d", "model": "m", "seed": seed,
                "protocol": {"val_group_labels": True}, "default_selection": "best_val_worst_group",
                "selection": {"best_val_worst_group": {"metrics": metrics}, "last": {"metrics": dict(metrics)}},
-               "opt_outs": []}  # fmt: skip
+               "opt_outs": [], "train": {"steps": 10, "wall_time_s": 12.5}}  # fmt: skip
     return summary, config
 
 
