@@ -12,15 +12,22 @@ replacement.
 
 Pass: every mutant killed (a test failed or timed out) or listed as equivalent, with why, in the
 target's README under "## Equivalent mutants" as ``- `FILE:LINE OPERATOR`: why``.
+
+A full run of a target takes about 13 s per mutant on 2 CPU cores (clp: 446 mutants). With
+``--sessions DIR`` each target's copy and cosmic-ray session are kept in ``DIR/TARGET``; after
+adding tests, ``--sessions DIR --retest`` runs the target's tests (targets.toml's list, read again)
+against its survivors only, as long as the mutated modules have not changed since.
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -56,11 +63,25 @@ def equivalents(readme: Path) -> set[tuple[str, int, str]]:
     }
 
 
-def run_target(name: str, spec: dict, scratch: Path, timeout: float) -> list[tuple[str, int, str, str]]:
-    """Mutate one target; return its unexplained survivors ``(file, line, operator, function)``."""
+def run_target(
+    name: str, spec: dict, scratch: Path, timeout: float, retest: bool = False
+) -> list[tuple[str, int, str, str]]:
+    """Mutate one target (or, ``retest``, test its survivors again); return its unexplained survivors
+    ``(file, line, operator, function)``."""
     package = ROOT / spec["package"]
     copy_root = scratch / name
-    shutil.copytree(package, copy_root / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+    session = copy_root / "session.sqlite"
+    if retest:
+        if not session.is_file():
+            raise SystemExit(f"--retest: no session of {name!r} under {scratch}; run it once without --retest.")
+        changed = [m for m in spec["modules"] if not filecmp.cmp(package / m, copy_root / package.name / m, False)]
+        if changed:
+            raise SystemExit(
+                f"--retest: {changed} of {name!r} changed since its session; run it again without --retest."
+            )
+    else:
+        shutil.rmtree(copy_root, ignore_errors=True)
+        shutil.copytree(package, copy_root / package.name, ignore=shutil.ignore_patterns("__pycache__"))
     modules = [str(copy_root / package.name / m) for m in spec["modules"]]
     tests = " ".join(spec["tests"])
     config = copy_root / "cosmic-ray.toml"
@@ -75,7 +96,6 @@ def run_target(name: str, spec: dict, scratch: Path, timeout: float) -> list[tup
         f"exclude-operators = {json.dumps(EXCLUDED)}\n",
         encoding="utf-8",
     )
-    session = copy_root / "session.sqlite"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(copy_root), os.environ.get("PYTHONPATH", "")])}
     env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "1")
 
@@ -83,8 +103,12 @@ def run_target(name: str, spec: dict, scratch: Path, timeout: float) -> list[tup
         done = subprocess.run(args, cwd=ROOT, env=env, check=True, text=True, capture_output=capture)
         return done.stdout if capture else ""
 
-    cr("cosmic-ray", "init", str(config), str(session))
-    cr("cr-filter-operators", str(session), str(config))
+    if retest:  # cosmic-ray exec runs the jobs without a result: forget the survivors' results
+        with sqlite3.connect(session) as db:
+            db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+    else:
+        cr("cosmic-ray", "init", str(config), str(session))
+        cr("cr-filter-operators", str(session), str(config))
     cr("cosmic-ray", "baseline", str(config))
     cr("cosmic-ray", "exec", str(config), str(session))
     listed = equivalents(ROOT / spec["readme"])
@@ -111,15 +135,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="*", help="targets of mutation/targets.toml (default: all)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run")
+    parser.add_argument("--sessions", type=Path, help="keep each target's copy and session in SESSIONS/TARGET")
+    parser.add_argument("--retest", action="store_true", help="test the kept sessions' survivors again")
     args = parser.parse_args()
+    if args.retest and args.sessions is None:
+        parser.error("--retest needs --sessions DIR (where an earlier run kept its sessions)")
     specs = tomllib.loads(TARGETS.read_text(encoding="utf-8"))
     unknown = sorted(set(args.targets) - set(specs))
     if unknown:
         parser.error(f"unknown targets {unknown}; known: {sorted(specs)}")
     failed = False
-    with tempfile.TemporaryDirectory(prefix="robust-mutants-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="robust-mutants-") as temporary:
+        scratch = args.sessions.resolve() if args.sessions else Path(temporary)
         for name in args.targets or sorted(specs):
-            survivors = run_target(name, specs[name], Path(scratch), args.timeout)
+            survivors = run_target(name, specs[name], scratch, args.timeout, args.retest)
             for file, line, operator, function in survivors:
                 print(f"  survived: `{file}:{line} {operator}` (in {function})")
             failed |= bool(survivors)

@@ -119,3 +119,10 @@ def test_reductions_against_a_hand_computation():
         outside_mask_penalty(grad, mask, "sum")
     with pytest.raises(ValueError):
         outside_mask_penalty(grad, mask[:1])
+
+
+@pytest.mark.parametrize("mask_hw", [(4, 4), (8, 4), (4, 8), (9, 9)])
+def test_a_mask_of_another_image_size_is_refused_in_words(mask_hw):
+    grad = torch.randn(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="does not match the gradient"):
+        outside_mask_penalty(grad, torch.ones(2, 1, *mask_hw), "per_background_pixel")

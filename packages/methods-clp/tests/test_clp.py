@@ -675,3 +675,69 @@ def test_steps_equal_the_released_step(tmp_path, case):
     assert (method.statistics.class_loss != 5.0).all() and method.statistics.count.sum() == 2 * 16
     assert all(log["sal"] > 0 and log["meta_sal"] > 0 and log["delta"] > 0.01 for log in logs)
     assert all((log["meta_cf"] > 0) == (case != "released") for log in logs)
+
+
+# -- mechanism details that mutation testing found untested -------------------------------------
+
+
+def test_class_prior_is_the_training_label_frequency():
+    from robust_clp.characteristics import class_prior
+
+    prior = class_prior(torch.tensor([0, 0, 0, 2]), 4)
+    assert prior.tolist() == [0.75, 0.0, 0.25, 0.0]
+    assert class_prior(torch.tensor([], dtype=torch.long), 2).tolist() == [0.0, 0.0]
+
+
+def test_each_infill_gets_its_own_options_and_any_one_switches_the_augmentation_on():
+    from robust_clp.augmentation import MetadataAugmentation
+
+    def augmentation(cf: str, f: str) -> MetadataAugmentation:
+        return MetadataAugmentation(cf, f, (0.0,), (1.0,), fgsm_eps=0.3, fgsm_alpha=0.1, noise_std=0.7)
+
+    aug = augmentation("none", "none")
+    assert not aug.enabled
+    assert aug._options("fgsm") == {"eps": 0.3, "alpha": 0.1}
+    assert aug._options("random") == {"noise_std": 0.7}
+    assert all(aug._options(name) == {} for name in ("mean", "shuffle", "tile", "mrand"))
+    for f in ("random", "shuffle", "mrand", "fgsm"):  # the factual images alone switch it on
+        assert augmentation("none", f).enabled, f
+    for cf in ("mean", "random", "shuffle", "tile"):
+        assert augmentation(cf, "none").enabled, cf
+
+
+def test_a_meta_set_of_whole_batches_is_used_whole_before_the_next_pass():
+    n = 8
+    split = ArraySplit(labels=torch.arange(n) % 2, images=torch.zeros(n, 1, 2, 2, dtype=torch.uint8))
+    info = DatasetInfo(
+        name="m", num_classes=2, input_shape=(1, 2, 2), class_names=["a", "b"], group_names=[], mean=(0.0,), std=(1.0,)
+    )
+    stream = MetaBatches(split, info, torch.device("cpu"), batch_size=4, seed=0)
+    for _ in range(3):  # each pass: both batches, every image once
+        assert sorted(stream.next().index.tolist() + stream.next().index.tolist()) == list(range(n))
+
+
+def test_a_streamed_meta_set_keeps_its_masks_in_memory():
+    from robust.data import StreamSplit
+    from robust_clp.augmentation import in_memory
+
+    class Stream(StreamSplit):
+        def __len__(self):
+            return 3
+
+        def read(self, i):
+            return torch.full((1, 2, 2), i, dtype=torch.uint8), torch.full((1, 2, 2), 255 * (i % 2), dtype=torch.uint8)
+
+    split = in_memory(Stream(labels=torch.tensor([0, 1, 0])))
+    assert split.masks is not None and split.masks[:, 0, 0, 0].tolist() == [0, 255, 0]
+    assert split.images[:, 0, 0, 0].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("meta_grad", ["jvp", "unrolled"])
+def test_a_parameter_outside_the_forward_does_not_stop_a_step(tmp_path, meta_grad):
+    """Models may hold parameters the forward does not use (an auxiliary head, a frozen branch): the
+    virtual step, the saliency gradient and the meta-gradient treat them as having no gradient."""
+    run = make_run(tmp_path / "run", sets=[f"meta_grad={meta_grad}", "cf_infill=mean", "lambda_=1.0"])
+    method = run.method
+    method.model.register_parameter("auxiliary", torch.nn.Parameter(torch.zeros(3)))
+    logs = method.update(first_batch(run), 0)
+    assert torch.isfinite(logs["loss"]) and method.model.auxiliary.grad is None
