@@ -62,10 +62,10 @@ def test_bars_and_error_bars_are_the_means_and_spreads(runs, spread):
     figure = draw(rows, metrics, spread)
     panels = {ax.get_title(): ax for ax in figure.axes if ax.get_visible()}
     assert set(panels) == {"birds", "digits"}
-    assert f"mean ± {'s.e.' if spread == 'se' else 's.d.'} over seeds" in figure.get_suptitle()
+    assert f"mean ± {'s.e.' if spread == 'se' else 's.d.'} over seeds" in " ".join(figure.get_suptitle().split())
     for row in rows:
         ax = panels[row.dataset]
-        assert [t.get_text() for t in ax.get_xticklabels()] == ["test avg", "test wg"]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["test avg", "test worst group"]
         (bars,) = [c for c in ax.containers if isinstance(c, BarContainer) and c.get_label() == row.method]
         expected = [row.stats(m) for m in metrics]
         assert [p.get_height() for p in bars.patches] == pytest.approx([100 * s.mean for s in expected])

@@ -5,12 +5,13 @@ only when a figure is asked for; the Agg canvas draws it without a display or py
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from robust.api import atomic_write, rule_labels
 from robust_report.aggregate import Row, spread_caption
-from robust_report.render import caption, dataset_cell, short_metric
+from robust_report.render import caption, dataset_cell
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.figure import Figure
@@ -26,6 +27,13 @@ def bar_label(row: Row, panel: list[Row]) -> str:
     if len({r.selection for r in panel}) > 1:
         label += f", {rule_labels(short=True).get(row.selection, row.selection)}"
     return label
+
+
+def tick_label(metric: str) -> str:
+    """A metric under its bars, spelled out (``test/train_weighted_acc`` -> ``test train weighted``):
+    the table's abbreviations are explained in its caption, which a figure does not have."""
+    split, _, name = metric.rpartition("/")
+    return " ".join(part for part in (split, name.removesuffix("_acc").replace("_", " ")) if part)
 
 
 def draw(rows: list[Row], metrics: list[str], spread: str = "se") -> Figure:
@@ -57,7 +65,7 @@ def draw(rows: list[Row], metrics: list[str], spread: str = "se") -> Figure:
                 color=colours[row.method],
                 label=bar_label(row, panel),
             )
-        ax.set_xticks(range(len(shown)), [short_metric(m) for m in shown], rotation=30, ha="right")
+        ax.set_xticks(range(len(shown)), [tick_label(m) for m in shown], rotation=30, ha="right")
         ax.set_title(name, fontsize=10)
         ax.set_ylabel(f"accuracy % ({spread_caption(spread)})", fontsize=8)
         ax.set_ylim(bottom=0)
@@ -65,7 +73,7 @@ def draw(rows: list[Row], metrics: list[str], spread: str = "se") -> Figure:
         ax.legend(fontsize=7)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    figure.suptitle(f"robust report ({caption(rows, spread)})", fontsize=10)
+    figure.suptitle(textwrap.fill(f"robust report ({caption(rows, spread)})", int(14 * figure.get_figwidth())), fontsize=9)
     figure.set_layout_engine("constrained")
     return figure
 
