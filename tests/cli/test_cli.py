@@ -56,6 +56,19 @@ def test_help_and_list_do_not_import_torch():
         assert result.returncode == 0, result.stderr
 
 
+def test_a_reader_that_leaves_early_gets_no_error_message():
+    """`robust list | head -1`: the pipe closes under robust; quiet, with the shell's 141, not a 'bug' report."""
+    read, write = os.pipe()
+    os.close(read)  # the reader has left before the first line: every write meets a closed pipe
+    try:
+        listing = subprocess.run(
+            [sys.executable, "-m", "robust", "list"], stdout=write, stderr=subprocess.PIPE, timeout=60
+        )
+    finally:
+        os.close(write)
+    assert listing.stderr == b"" and listing.returncode == 141
+
+
 def test_list_json_names_packages():
     listing = json.loads(robust("list", "--json").stdout)
     methods = {m["name"]: m["package"] for m in listing["methods"]}

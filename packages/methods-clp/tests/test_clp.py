@@ -741,3 +741,21 @@ def test_a_parameter_outside_the_forward_does_not_stop_a_step(tmp_path, meta_gra
     method.model.register_parameter("auxiliary", torch.nn.Parameter(torch.zeros(3)))
     logs = method.update(first_batch(run), 0)
     assert torch.isfinite(logs["loss"]) and method.model.auxiliary.grad is None
+
+
+def test_the_logged_loss_is_the_real_steps_objective_and_lambda_zero_computes_no_saliency(tmp_path):
+    run = make_run(tmp_path / "on", sets=["cf_infill=mean", "lambda_=0.5"])
+    logs = run.method.update(first_batch(run), 0)
+    assert logs["sal"] > 0 and logs["meta_sal"] > 0
+    assert logs["loss"].item() == pytest.approx((logs["ce"] + 0.5 * logs["sal"]).item(), rel=1e-6)
+    off = make_run(tmp_path / "off", sets=["cf_infill=mean", "lambda_=0"])
+    logs = off.method.update(first_batch(off), 0)
+    assert logs["sal"] == 0 and logs["meta_sal"] == 0, "λ = 0: no input-gradient pass, in either step"
+
+
+def test_a_training_batch_without_foreground_has_no_saliency_term(tmp_path):
+    run = make_run(tmp_path / "run", sets=["lambda_=1.0"])
+    batch = first_batch(run)
+    assert run.method.forward_train(batch)[2] is not None
+    logits, features, sal = run.method.forward_train(batch.replace(mask=torch.zeros_like(batch.mask)))
+    assert sal is None and logits.shape == (len(batch), 2) and features.shape[0] == len(batch)

@@ -48,6 +48,9 @@ class RobustGroup(click.Group):
             )
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:  # `robust list | head`: the reader left; quiet, as Python's docs advise
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
         except Exception as exc:
             if os.environ.get("ROBUST_DEBUG"):
                 raise
