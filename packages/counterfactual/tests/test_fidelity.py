@@ -179,3 +179,14 @@ def test_in_memory_and_provider_splits_are_told_without_reading():
     streamed = ProviderMaskedSplit(Stream(2, with_masks=False), provider, "counting")
     assert split_has_foreground(streamed) is True
     assert calls == []  # the provider's masks are known to exist: none computed
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_several_splits_without_masks_have_none(count):
+    from types import SimpleNamespace
+
+    bundle = load_tiny_without_masks(TinyConfig(), None)
+    splits = {name: bundle.splits["train"] for name in ["training set", "meta set", "val set"][:count]}
+    ctx = SimpleNamespace(config=SimpleNamespace(dataset_name="tiny-nomask"))
+    with pytest.raises(ConfigError, match=f"{' and '.join(splits)} of dataset 'tiny-nomask' have none"):
+        require_foreground(ctx, method="m", needs="its masks", splits=splits, allow_no_masks=False)

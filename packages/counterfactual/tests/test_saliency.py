@@ -126,3 +126,11 @@ def test_a_mask_of_another_image_size_is_refused_in_words(mask_hw):
     grad = torch.randn(2, 3, 8, 8)
     with pytest.raises(ValueError, match="does not match the gradient"):
         outside_mask_penalty(grad, torch.ones(2, 1, *mask_hw), "per_background_pixel")
+
+
+def test_an_unknown_reduction_and_a_mask_for_more_images_are_refused():
+    grad = torch.randn(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="reduction must be"):
+        outside_mask_penalty(grad, torch.ones(2, 1, 8, 8), "bogus")
+    with pytest.raises(ValueError, match="does not match the gradient"):
+        outside_mask_penalty(grad, torch.ones(3, 1, 8, 8), "mean_all")
