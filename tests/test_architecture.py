@@ -88,3 +88,10 @@ def code_lines(path: Path) -> int:
 def test_the_core_stays_small():
     total = sum(code_lines(path) for path in CORE.rglob("*.py"))
     assert total <= CORE_CODE_LINES, f"the core has {total} lines of code; move what only some methods use out"
+
+
+def test_every_package_has_the_readme_its_pyproject_names():
+    """A missing readme breaks building the package's wheel (setuptools reads it for the metadata)."""
+    for pyproject in [*ROOT.glob("packages/*/pyproject.toml"), *ROOT.glob("examples/*/pyproject.toml")]:
+        readme = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"].get("readme")
+        assert readme is None or (pyproject.parent / readme).is_file(), f"{pyproject.parent.name}: no {readme}"
