@@ -1,32 +1,40 @@
 """The HDF5 dataset cache against decoding an image folder, and memory while streaming a large cache.
 
 Throughput. ``--images`` JPEG (or ``--format png``) files of ``--size`` pixels (or ``--source-size``,
-then resized to ``--size`` when decoded, as real datasets are) are generated in a real image-folder layout (``train/<class>/<index>.jpg``, smooth random pictures, so the files have
-realistic sizes), built into a dataset by a small folder factory (``ImageFileSplit``: PIL decode and
-resize per item), and cached with :func:`robust_datasets.h5cache.build_cache`. One pass over the
-training split, in a seeded random order, is then timed for each way of reading it:
+then resized to ``--size`` when decoded, as real datasets are) are generated in a real image-folder
+layout (``train/<class>/<index>.jpg``, smooth random pictures, so the files have realistic sizes),
+built into a dataset by a small folder factory (``ImageFileSplit``: PIL decode and resize per item),
+and cached with :func:`robust_datasets.h5cache.build_cache`. One pass over the training split, in a
+seeded random order, is then timed for each way of reading it, all through robust's
+:class:`~robust.loader.BatchLoader` unless said otherwise:
 
-* ``folder``: the ImageFileSplit through the engine's DataLoader path (``robust.loader``'s item
-  dataset and collate, ``--workers`` worker processes), uint8 batches out;
-* ``h5-stream``: the cache read as an :class:`~robust_datasets.h5cache.H5Split` through the same
-  DataLoader path (what a split larger than ``memory_limit_gb`` does);
-* ``h5-memory``: the cache read with one bulk slice into an ArraySplit (what a split under the
-  limit does), then batches gathered by index as the BatchLoader does for in-memory splits;
-  the bulk read is included in the time.
+* ``folder``: the ImageFileSplit: a DataLoader over its items (``--workers`` worker processes, PIL
+  per item) and a collate;
+* ``h5 stream, per item``: the cache as an :class:`~robust_datasets.h5cache.H5Split` read item by
+  item, through the same DataLoader path in the main process (the loader's path for the cache before
+  issue 21; for uint8 batches, a plain DataLoader with the loader's item dataset and collate);
+* ``h5 stream, batch reads``: the same H5Split as the loader reads it now: a whole batch per
+  ``read_batch`` (one gather from the mapped file), one batch ahead in a thread, into reused buffers;
+* ``h5 in memory``: the cache read with one bulk slice into an ArraySplit (what a split under
+  ``memory_limit_gb`` becomes), then gathered a batch at a time the same way; the bulk read is timed
+  apart, and a first epoch's rate including it is printed.
 
-The ratio to ``folder`` is the speed-up of the data path itself (target: at least 10x). Then the
-same three through the full :class:`robust.loader.BatchLoader` (normalised float batches on
-``--device``), for context: on a CPU device the normalisation, not the reading, bounds that figure.
+Two figures each: uint8 batches on ``--device`` (``BatchLoader.raw_batches``: the data path; on a
+GPU the normalisation runs on the device) and normalised float batches (``BatchLoader.batches``;
+on a CPU device the normalisation, not the reading, bounds that figure). Every way is timed once per
+repeat, in turn, so that a shared machine's other jobs weigh on all alike; the best and the median
+of ``--repeats`` are printed with their ratios to the folder's, and the load average beside them.
 Files are read warm from the page cache both ways (they were just written): this measures
 decoding, not the disk.
 
 Memory. A ``--stream-images`` x ``--stream-size``\u00b2 dataset is written to an HDF5 cache by a
 generated StreamSplit (bounded writer: chunks of 256 images) and streamed once through an H5Split
-and a BatchLoader with 2 workers, each in a fresh child process that reports its peak RSS
-(``VmHWM``), that of its DataLoader workers (``getrusage(RUSAGE_CHILDREN)``) and its RSS sampled
-along the pass. Peak RSS should stay flat: far below the decoded dataset's size.
+and a BatchLoader, each in a fresh child process that reports its peak RSS (``VmHWM``) and its
+anonymous and file-backed RSS sampled after every batch. Anonymous memory should stay flat: far below
+the decoded dataset's size (the mapped file's pages are the page cache's, counted in RSS as file pages).
 
-    python benchmarks/data_cache.py                          # ~1-2 minutes on 2 cores
+    python benchmarks/data_cache.py                          # ~2 minutes on 2 cores
+    python benchmarks/data_cache.py --images 2000 --repeats 5 --skip-memory
     python benchmarks/data_cache.py --images 20000 --workers 8 --stream-images 100000
 """
 
@@ -35,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -102,8 +109,9 @@ def folder_factory(size: int):
 # -- timing ------------------------------------------------------------------------------------------
 
 
-def loader_pass(split, order, batch_size: int, workers: int) -> float:
-    """Seconds for one pass of uint8 batches through the engine's DataLoader path."""
+def item_pass(split, order, batch_size: int, workers: int) -> float:
+    """Seconds for one pass of uint8 batches read item by item: a DataLoader over the split's items
+    and a collate (the loader's path for image files, and its path for the cache until issue 21)."""
     from torch.utils.data import DataLoader
 
     from robust.loader import _collate, _StreamItems
@@ -117,19 +125,27 @@ def loader_pass(split, order, batch_size: int, workers: int) -> float:
 
 
 def bulk_read(path: Path):
-    """(seconds, images): the cache's train split read into memory with one bulk slice."""
+    """(seconds, split): the cache's train split read into memory with one bulk slice."""
     from robust_datasets.h5cache import read_cache
 
     start = time.perf_counter()
-    images = read_cache(path, in_memory="yes").splits["train"].images
-    return time.perf_counter() - start, images
+    split = read_cache(path, in_memory="yes").splits["train"]
+    return time.perf_counter() - start, split
 
 
-def gather_pass(images, order, batch_size: int) -> float:
-    """Seconds to gather every batch of an in-memory split by index (the BatchLoader's CPU path)."""
+def raw_pass(split, info, device, order, batch_size: int, workers: int) -> float:
+    """Seconds for one pass of uint8 batches on ``device`` through the BatchLoader (its data path
+    without the normalisation: on a GPU that runs on the device)."""
+    import torch
+
+    from robust.loader import BatchLoader
+
     start = time.perf_counter()
-    for i in range(0, len(order), batch_size):
-        images[order[i : i + batch_size]]
+    loader = BatchLoader(split, info, device, batch_size=batch_size, num_workers=workers, data_on_device="no")
+    seen = sum(len(index) for index, _, _ in loader.raw_batches(order))
+    assert seen == len(order)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
@@ -148,7 +164,25 @@ def batchloader_pass(split, info, device, order, batch_size: int, workers: int) 
     return time.perf_counter() - start
 
 
+def item_by_item(split):
+    """``split`` without ``read_batch``: the BatchLoader reads it through its per-item DataLoader path."""
+    from robust.data import StreamSplit
+
+    class Items(StreamSplit):
+        def read(self, index: int):
+            return split.read(index)
+
+    return Items(labels=split.labels, groups=split.groups, bias=split.bias, bboxes=split.bboxes)
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} cpus"
+
+
 def throughput(args: argparse.Namespace, work: Path) -> dict:
+    import statistics
+
     import torch
 
     from robust.device import resolve_device
@@ -168,53 +202,88 @@ def throughput(args: argparse.Namespace, work: Path) -> dict:
           f"({args.images / cache_s:.0f} images/s with {args.threads} threads)")  # fmt: skip
 
     n, w, bs = args.images, args.workers, args.batch_size
+    device = resolve_device(args.device)
     folder_split = build(None, folder).splits["train"]
     info = read_cache(path, in_memory="no").info
     stream = read_cache(path, in_memory="no").splits["train"]
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-    ways = {  # name -> (seconds of one pass of uint8 batches, split for the BatchLoader, its workers)
-        f"folder, PIL per item, {w} workers": (lambda: loader_pass(folder_split, order, bs, w), folder_split, w),
-        f"h5 stream, {w} workers": (lambda: loader_pass(stream, order, bs, w), stream, w),
-        "h5 stream, 0 workers": (lambda: loader_pass(stream, order, bs, 0), stream, 0),
+    folder_name = f"folder, PIL per item, {w} workers"
+    # name -> (seconds of one pass of uint8 batches, seconds of one pass of normalised batches)
+    ways = {
+        folder_name: (
+            lambda: raw_pass(folder_split, info, device, order, bs, w),
+            lambda: batchloader_pass(folder_split, info, device, order, bs, w),
+        ),
+        "h5 stream, per item, 0 workers": (
+            lambda: item_pass(stream, order, bs, 0),
+            lambda: batchloader_pass(item_by_item(stream), info, device, order, bs, 0),
+        ),
+        "h5 stream, batch reads": (
+            lambda: raw_pass(stream, info, device, order, bs, 0),
+            lambda: batchloader_pass(stream, info, device, order, bs, 0),
+        ),
     }
-    rates: dict[str, float] = {}
-    bulk = float("inf")
-    images = None
-    for _ in range(args.repeats):  # best of repeats: the machine may be shared
-        for name, (timed, _, _) in ways.items():
-            rates[name] = max(rates.get(name, 0.0), n / timed())
-        seconds, images = bulk_read(path)
-        bulk = min(bulk, seconds)
-        rates["h5 in memory, per pass"] = max(
-            rates.get("h5 in memory, per pass", 0.0), n / gather_pass(images, order, bs)
-        )
-    first_epoch = n / (bulk + n / rates["h5 in memory, per pass"])
-    memory_split = read_cache(path, in_memory="yes").splits["train"]
-    ways["h5 in memory, per pass"] = (None, memory_split, 0)
-    device = resolve_device(args.device)
-    end_to_end = {
-        name: n / batchloader_pass(split, info, device, order, bs, workers)
-        for name, (_, split, workers) in ways.items()
-    }
-    folder_rate, folder_e2e = rates[next(iter(ways))], end_to_end[next(iter(ways))]
-    print(f"\none pass over {n} images of {args.size}x{args.size} in random order, batch {bs}, best of {args.repeats}:")
-    print(f"  {'':32} {'uint8 batches':>15} {'ratio':>7}   {'BatchLoader on ' + device.type:>20} {'ratio':>7}")
-    for name, rate in rates.items():
-        print(f"  {name:32} {rate:>10.0f} im/s {rate / folder_rate:>6.1f}x   "
-              f"{end_to_end[name]:>15.0f} im/s {end_to_end[name] / folder_e2e:>6.1f}x")  # fmt: skip
-    print(f"  bulk read of the cache into memory: {bulk:.2f} s ({n / bulk:.0f} im/s); first epoch in memory, "
-          f"bulk read included: {first_epoch:.0f} im/s ({first_epoch / folder_rate:.1f}x)")  # fmt: skip
+    memory_name = "h5 in memory, per pass"
+    uint8: dict[str, list[float]] = {name: [] for name in [*ways, memory_name]}
+    normalised: dict[str, list[float]] = {name: [] for name in [*ways, memory_name]}
+    bulk: list[float] = []
+    loads = [load_average()]
+    print(f"\ntiming {args.repeats} repeats, every way of reading in turn; {loads[0]}")
+    for _ in range(args.repeats):  # in turn, so that the machine's other jobs weigh on every way alike
+        for name, (raw, full) in ways.items():
+            uint8[name].append(n / raw())
+            normalised[name].append(n / full())
+        seconds, memory_split = bulk_read(path)
+        bulk.append(n / seconds)
+        uint8[memory_name].append(n / raw_pass(memory_split, info, device, order, bs, 0))
+        normalised[memory_name].append(n / batchloader_pass(memory_split, info, device, order, bs, 0))
+        del memory_split
+        loads.append(load_average())
+    print(f"  {loads[-1]}")
+
+    def summary(rates: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+        best, median = max(rates[folder_name]), statistics.median(rates[folder_name])
+        return {
+            name: {
+                "best": max(values),
+                "median": statistics.median(values),
+                "ratio_best": max(values) / best,
+                "ratio_median": statistics.median(values) / median,
+            }
+            for name, values in rates.items()
+        }
+
+    raw_figures, full_figures = summary(uint8), summary(normalised)
+    bulk_rate = max(bulk)
+    per_pass = raw_figures[memory_name]["best"]
+    first_epoch = n / (n / bulk_rate + n / per_pass)
+    print(f"\none pass over {n} images of {args.size}x{args.size} in random order, batch {bs}; "
+          f"best and median of {args.repeats} (ratios: to the folder's best, to its median):")  # fmt: skip
+    print(
+        f"  {'':32} {'uint8 batches (BatchLoader.raw_batches)':>44}   {'normalised, BatchLoader on ' + device.type:>40}"
+    )
+    print(f"  {'':32} {'best':>10} {'median':>10} {'ratio':>15}   {'best':>10} {'median':>10} {'ratio':>15}")
+    for name in uint8:
+        a, b = raw_figures[name], full_figures[name]
+        print(f"  {name:32} {a['best']:>10.0f} {a['median']:>10.0f} {a['ratio_best']:>6.1f}x {a['ratio_median']:>6.1f}x"
+              f"   {b['best']:>10.0f} {b['median']:>10.0f} {b['ratio_best']:>6.1f}x {b['ratio_median']:>6.1f}x")  # fmt: skip
+    folder_best = raw_figures[folder_name]["best"]
+    print(f"  (images/s) bulk read of the cache into memory: {bulk_rate:.0f} im/s; first epoch in memory, "
+          f"bulk read included: {first_epoch:.0f} im/s ({first_epoch / folder_best:.1f}x)")  # fmt: skip
+    print(f"  {', then '.join(loads)}")
     return {
         "images": n,
         "size": args.size,
         "source_size": args.source_size or args.size,
         "format": args.format,
         "workers": w,
+        "repeats": args.repeats,
+        "load_averages": loads,
         "cache_build_images_per_s": n / cache_s,
-        "uint8_images_per_s": rates,
-        "bulk_read_images_per_s": n / bulk,
+        "uint8_images_per_s": raw_figures,
+        "bulk_read_images_per_s": bulk_rate,
         "first_epoch_in_memory_images_per_s": first_epoch,
-        "batchloader_images_per_s": end_to_end,
+        "batchloader_images_per_s": full_figures,
         "device": str(device),
     }
 
@@ -260,45 +329,44 @@ def child_write(path: Path, n: int, size: int) -> dict:
     }
 
 
-def child_stream(path: Path, batch_size: int, workers: int, mode: str) -> dict:
-    """Stream the cache once through an H5Split; report the peak RSS of this process and of its workers.
+def child_stream(path: Path, batch_size: int, mode: str) -> dict:
+    """Stream the cache once through an H5Split and a BatchLoader; report this process's RSS.
 
-    ``mode`` ``loader``: uint8 batches out of the engine's DataLoader path (the data path alone);
-    ``batchloader``: normalised float batches out of robust's BatchLoader on the CPU.
+    ``mode`` ``raw``: uint8 batches (``BatchLoader.raw_batches``: the data path alone);
+    ``batchloader``: normalised float batches on the CPU. RSS is split into anonymous memory (what
+    the process allocated) and file pages: the mapped cache's pages read so far, which are the page
+    cache's (shared, dropped under memory pressure), not the process's.
     """
     import torch
-    from torch.utils.data import DataLoader
 
-    from robust.loader import BatchLoader, _collate, _StreamItems
+    from robust.loader import BatchLoader
     from robust_datasets.h5cache import H5Split, read_cache
 
     bundle = read_cache(path, in_memory="no")
     split = bundle.splits["train"]
     assert isinstance(split, H5Split)
     order = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))
-    if mode == "batchloader":
-        loader = BatchLoader(split, bundle.info, torch.device("cpu"), batch_size=batch_size, num_workers=workers)
-        batches = loader.batches(order)
-    else:
-        chunks = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-        batches = iter(DataLoader(_StreamItems(split), batch_sampler=chunks, num_workers=workers, collate_fn=_collate))
+    loader = BatchLoader(split, bundle.info, torch.device("cpu"), batch_size=batch_size, num_workers=0)
+    batches = loader.raw_batches(order) if mode == "raw" else loader.batches(order)
     baseline = _status_kib("VmRSS")
-    samples = []
+    anon, file, total = [], [], []
     start = time.perf_counter()
-    for b, batch in enumerate(batches):
+    for batch in batches:
         del batch
-        if b == 1 or b % 10 == 0:
-            samples.append(_status_kib("VmRSS") / 1024)
+        anon.append(_status_kib("RssAnon") / 1024)
+        file.append(_status_kib("RssFile") / 1024)
+        total.append(_status_kib("VmRSS") / 1024)
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
         "images_per_s": len(split) / seconds,
         "baseline_rss_mib": baseline / 1024,
         "peak_rss_mib": _status_kib("VmHWM") / 1024,
-        "rss_after_first_batches_mib": samples[1] if len(samples) > 1 else samples[0],
-        "rss_max_sampled_mib": max(samples),
-        "rss_last_sampled_mib": samples[-1],
-        "worker_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "rss_after_first_batches_mib": total[min(1, len(total) - 1)],
+        "rss_last_sampled_mib": total[-1],
+        "anon_max_sampled_mib": max(anon),
+        "anon_last_sampled_mib": anon[-1],
+        "file_max_sampled_mib": max(file),
     }
 
 
@@ -331,15 +399,16 @@ def memory(args: argparse.Namespace, work: Path) -> dict:
           f"(after imports {written['baseline_rss_mib']:.0f}), {n / written['seconds']:.0f} images/s")  # fmt: skip
     streams = {}
     for label, mode, env in (
-        ("H5Split -> DataLoader, uint8 batches", "loader", None),
+        ("H5Split -> BatchLoader.raw_batches, uint8", "raw", None),
         ("H5Split -> BatchLoader on cpu", "batchloader", None),
         ("H5Split -> BatchLoader on cpu, MALLOC_MMAP_THRESHOLD_=1MiB", "batchloader", FIXED_MMAP_THRESHOLD),
     ):
-        r = streams[label] = run_child("stream", str(path), str(bs), "2", mode, env=env)
-        print(f"  {label} (2 workers, batch {bs}): main peak {r['peak_rss_mib']:.0f} "
-              f"(before the pass {r['baseline_rss_mib']:.0f}, after 2 batches {r['rss_after_first_batches_mib']:.0f}, "
-              f"highest sample {r['rss_max_sampled_mib']:.0f}, last {r['rss_last_sampled_mib']:.0f}); "
-              f"largest worker peak {r['worker_peak_rss_mib']:.0f}; {r['images_per_s']:.0f} images/s")  # fmt: skip
+        r = streams[label] = run_child("stream", str(path), str(bs), mode, env=env)
+        print(f"  {label} (batch {bs}): peak {r['peak_rss_mib']:.0f} (before the pass {r['baseline_rss_mib']:.0f}, "
+              f"after 2 batches {r['rss_after_first_batches_mib']:.0f}, last {r['rss_last_sampled_mib']:.0f}); "
+              f"anonymous: highest sample {r['anon_max_sampled_mib']:.0f}, last {r['anon_last_sampled_mib']:.0f}; "
+              f"file pages (the mapped cache): highest {r['file_max_sampled_mib']:.0f}; "
+              f"{r['images_per_s']:.0f} images/s")  # fmt: skip
     return {"images": n, "size": size, "decoded_mib": decoded_mib, "write": written, "stream": streams}
 
 
@@ -352,7 +421,7 @@ def main() -> None:
         if kind == "write":
             out = child_write(Path(path), int(rest[0]), int(rest[1]))
         else:
-            out = child_stream(Path(path), int(rest[0]), int(rest[1]), rest[2])
+            out = child_stream(Path(path), int(rest[0]), rest[1])
         print(json.dumps(out))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -365,7 +434,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (default 2).")
     parser.add_argument("--threads", type=int, default=4, help="Threads generating and caching the files.")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=1, help="Timed passes per way of reading (best is kept).")
+    parser.add_argument("--repeats", type=int, default=3, help="Timed passes per way of reading (best and median).")
     parser.add_argument("--device", default="cpu", help="Device of the BatchLoader figures (default cpu).")
     parser.add_argument("--stream-images", type=int, default=20000, help="Images of the memory test (default 20000).")
     parser.add_argument("--stream-size", type=int, default=128, help="Their side in pixels (default 128).")

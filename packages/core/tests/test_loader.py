@@ -42,6 +42,48 @@ def test_streaming_equals_in_memory(workers):
         assert torch.equal(x.bbox, y.bbox) and torch.equal(x.y, y.y)
 
 
+class BatchedFromArrays(StreamedFromArrays):
+    """A streaming split read a whole batch at a time (as an HDF5 cache is), never item by item."""
+
+    def read(self, index: int):
+        raise AssertionError("read item by item")
+
+    def read_batch(self, indices, empty):
+        images = empty("images", (len(indices), *self.images.shape[1:]))
+        masks = empty("masks", (len(indices), *self.masks.shape[1:]))
+        return torch.index_select(self.images, 0, indices, out=images), torch.index_select(
+            self.masks, 0, indices, out=masks
+        )
+
+
+def test_batch_reads_equal_in_memory():
+    """read_batch (also through a subset view) gives the in-memory batches, and an epoch left early
+    stops its read-ahead thread."""
+    import threading
+
+    from robust.data import with_labels
+
+    bundle = load_tiny(TinyConfig(), None)
+    array = bundle.splits["train"]
+    device = torch.device("cpu")
+    kwargs = {"batch_size": 20, "augmentation": "crop_flip", "num_workers": 2}
+    order = torch.randperm(len(array), generator=torch.Generator().manual_seed(0))
+    reference = list(
+        BatchLoader(array, bundle.info, device, **kwargs).batches(order, generator=torch.Generator().manual_seed(1))
+    )
+    for split in (BatchedFromArrays(array), with_labels(BatchedFromArrays(array), array.labels)):
+        loader = BatchLoader(split, bundle.info, device, **kwargs)
+        batches = list(loader.batches(order, generator=torch.Generator().manual_seed(1)))
+        assert len(batches) == len(reference) == 5
+        for x, y in zip(reference, batches, strict=True):
+            for field in ("x", "y", "index", "group", "bias", "mask", "bbox"):
+                assert torch.equal(getattr(x, field), getattr(y, field)), field
+    epoch = loader.batches(order)
+    next(epoch)
+    epoch.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("robust-read")]
+
+
 def test_augmentation_moves_masks_and_boxes_with_images():
     bundle = load_tiny(TinyConfig(), None)
     split = bundle.splits["train"]
@@ -107,3 +149,32 @@ def test_batch_transforms_apply_to_training_batches_only():
     b = next(noisy.batches(order, generator=torch.Generator().manual_seed(0))).x
     assert torch.equal(a, b) and not torch.equal(a, clean)  # drawn from the training generator: reproducible
     assert torch.equal(next(noisy.batches(order)).x, clean)  # evaluation: no generator, no noise
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pinned_batches_on_cuda_equal_the_cpu_batches():
+    """Gathered into reused pinned buffers and copied without blocking, the batches on the GPU are the
+    CPU's: a buffer is never refilled before its copy has finished."""
+    bundle = load_tiny(TinyConfig(), None)
+    array = bundle.splits["train"]
+    order = torch.randperm(len(array), generator=torch.Generator().manual_seed(0)).repeat(4)
+    reference = list(BatchLoader(array, bundle.info, torch.device("cpu"), batch_size=8).batches(order))
+    for split in (array, BatchedFromArrays(array)):
+        loader = BatchLoader(split, bundle.info, torch.device("cuda"), batch_size=8, data_on_device="no")
+        batches = [(b.x.clone(), b.mask.clone(), b.index.clone()) for b in loader.batches(order)]
+        assert len(batches) == len(reference)
+        for (x, mask, index), ref in zip(batches, reference, strict=True):
+            assert torch.equal(index.cpu(), ref.index) and torch.equal(mask.cpu(), ref.mask)
+            assert torch.allclose(x.cpu(), ref.x, atol=1e-6)
+
+
+def test_take_rows_gathers_like_indexing_and_checks_bounds():
+    from robust.loader import take_rows
+
+    source = torch.arange(5 * 2 * 3, dtype=torch.uint8).view(5, 2, 3)
+    index = torch.tensor([4, 0, 0, 2])
+    out = torch.empty(6, 2, 3, dtype=torch.uint8)[:4]
+    assert take_rows(source, index, out) is out and torch.equal(out, source[index])
+    for bad in ([5], [-1]):  # numpy's mode="clip" would clamp them: refused instead
+        with pytest.raises(IndexError):
+            take_rows(source, torch.tensor(bad), torch.empty(1, 2, 3, dtype=torch.uint8))

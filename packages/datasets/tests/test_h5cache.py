@@ -16,7 +16,7 @@ from pydantic import Field
 from robust.config import DatasetConfig
 from robust.data import ArraySplit, DatasetBundle, DatasetInfo, StreamSplit
 from robust.errors import DataError
-from robust.loader import BatchLoader
+from robust.loader import BatchLoader, batch_reader
 from robust_datasets import commands, h5cache
 from robust_datasets.h5cache import H5Split, cache_path, cached_dataset, fingerprint, read_cache, write_cache
 from robust_datasets.imagefiles import ImageFileSplit, Resize
@@ -185,11 +185,17 @@ def test_h5_layout_and_attributes(tmp_path):
         assert handle.attrs["format_version"] == h5cache.FORMAT_VERSION
         assert handle.attrs["fingerprint"] == "f" * 16
         images = handle["splits/train/images"]
-        assert images.dtype == np.uint8 and images.shape == (20, 3, 8, 8) and images.chunks == (1, 3, 8, 8)
-        assert images.compression is None
-        assert handle["splits/train/masks"].shape == (20, 1, 8, 8)
+        assert images.dtype == np.uint8 and images.shape == (20, 3, 8, 8)
+        assert images.chunks is None and images.compression is None  # contiguous: mapped by readers
+        assert handle["splits/train/masks"].shape == (20, 1, 8, 8) and handle["splits/train/masks"].chunks is None
         assert "masks" not in handle["splits/val"] and "bboxes" not in handle["splits/val"]
         assert handle["aux/meta/labels"].dtype == np.int64
+    readers = read_cache(path, in_memory="no").splits["train"]._datasets()
+    assert all(reader.mapped is not None for reader in readers)
+    lzf = write_cache(bundle, tmp_path / "lzf.h5", compression="lzf")
+    with h5py.File(lzf, "r") as handle:  # HDF5 compresses chunks only: one image per chunk
+        assert handle["splits/train/images"].chunks == (1, 3, 8, 8)
+        assert handle["splits/train/images"].compression == "lzf"
 
 
 def test_unstorable_info_is_a_clear_error(tmp_path):
@@ -294,6 +300,104 @@ def test_h5split_streams_through_dataloader_workers(tmp_path):
     assert torch.equal(torch.cat(seen_x), expected)
     assert torch.equal(torch.cat(seen_mask), bundle.splits["train"].masks[order].float() / 255)
     assert torch.equal(train.load().images, bundle.splits["train"].images)
+
+
+def chunked_per_image(group, key, n, shape, compression):
+    """The layout of files written before the contiguous one: one image per chunk."""
+    if n == 0:
+        return group.create_dataset(key, shape=(0, *shape), dtype=np.uint8)
+    return group.create_dataset(key, shape=(n, *shape), dtype=np.uint8, chunks=(1, *shape), compression=compression)
+
+
+@pytest.fixture(params=["contiguous", "chunked", "lzf"])
+def streamed_toy(request, tmp_path, monkeypatch):
+    """(written bundle, the same read back as H5Splits) in each layout a cache file can have."""
+    if request.param == "chunked":
+        monkeypatch.setattr(h5cache, "_image_dataset", chunked_per_image)
+    bundle = toy_build(ToyConfig(size=12), tmp_path)
+    compression = "lzf" if request.param == "lzf" else None
+    path = write_cache(bundle, tmp_path / f"{request.param}.h5", compression=compression)
+    streamed = read_cache(path, in_memory="no")
+    mapped = streamed.splits["train"]._datasets()[0].mapped is not None
+    assert mapped == (request.param == "contiguous")
+    return bundle, streamed
+
+
+def test_read_batch_gives_the_bytes_of_read(streamed_toy):
+    """A batch read (mapped gather, chunk reads, or runs of HDF5 reads) is the per-item reads stacked."""
+    bundle, streamed = streamed_toy
+    train = streamed.splits["train"]
+    for indices in ([5, 0, 19, 5, 6, 7, 8, 2], list(range(20)), [3], []):
+        index = torch.tensor(indices, dtype=torch.long)
+        images, masks = train.read_batch(index)
+        items = [train.read(i) for i in indices]
+        expected_images = torch.stack([img for img, _ in items]) if items else torch.empty(0, 3, 12, 12)
+        expected_masks = torch.stack([m for _, m in items]) if items else torch.empty(0, 1, 12, 12)
+        assert images.dtype == masks.dtype == torch.uint8
+        assert torch.equal(images, expected_images.to(torch.uint8)) and torch.equal(
+            masks, expected_masks.to(torch.uint8)
+        )
+        assert torch.equal(images, bundle.splits["train"].images[index])
+        assert torch.equal(masks, bundle.splits["train"].masks[index])
+    buffers = {}  # into given buffers (the loader's reused ones): filled in place
+
+    def empty(name, shape):
+        buffers[name] = torch.full((8, *shape[1:]), 7, dtype=torch.uint8)
+        return buffers[name][: shape[0]]
+
+    images, masks = train.read_batch(torch.tensor([4, 1, 2]), empty)
+    assert images.data_ptr() == buffers["images"].data_ptr() and masks.data_ptr() == buffers["masks"].data_ptr()
+    assert torch.equal(buffers["images"][:3], bundle.splits["train"].images[[4, 1, 2]])
+    assert (buffers["images"][3:] == 7).all()
+    val_images, val_masks = streamed.splits["val"].read_batch(torch.tensor([1, 0]))
+    assert val_masks is None and torch.equal(val_images, bundle.splits["val"].images[[1, 0]])
+
+
+class ItemByItem(StreamSplit):
+    """An H5Split without read_batch: the loader's per-item DataLoader path, for comparison."""
+
+    def __init__(self, split: H5Split) -> None:
+        super().__init__(labels=split.labels, groups=split.groups, bias=split.bias, bboxes=split.bboxes)
+        self.split = split
+
+    def read(self, index: int):
+        return self.split.read(index)
+
+
+def test_batch_path_equals_the_item_path(streamed_toy):
+    """Through the BatchLoader, whole-batch reads give the batches of per-item reads and of the
+    in-memory split, byte for byte: uint8 images, masks, boxes, and the same augmentation draws."""
+    from robust.data import with_labels
+
+    bundle, streamed = streamed_toy
+    train = streamed.splits["train"]
+    assert isinstance(train, H5Split)
+    info, device = streamed.info, torch.device("cpu")
+    kwargs = {"batch_size": 6, "augmentation": "crop_flip", "num_workers": 0}
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+    noisy = torch.flip(train.labels, (0,))
+    splits = {
+        "batched": train,
+        "items": ItemByItem(train),
+        "memory": bundle.splits["train"],
+        "batched view": with_labels(train, noisy),  # a SubsetSplit over the H5Split: still batched
+    }
+    assert [batch_reader(split) is not None for split in splits.values()] == [True, False, False, True]
+    raw, batches = {}, {}
+    for name, split in splits.items():
+        loader = BatchLoader(split, info, device, **kwargs)
+        raw[name] = [(i.clone(), x.clone(), m.clone()) for i, x, m in loader.raw_batches(order, start=1)]
+        batches[name] = list(loader.batches(order, start=1, generator=torch.Generator().manual_seed(3)))
+    for name in splits:
+        assert len(raw[name]) == len(batches[name]) == 3
+        for (index, images, masks), (ref_index, ref_images, ref_masks) in zip(raw[name], raw["items"], strict=True):
+            assert torch.equal(index, ref_index) and torch.equal(images, ref_images) and torch.equal(masks, ref_masks)
+            assert images.dtype == torch.uint8
+        for a, b in zip(batches[name], batches["items"], strict=True):
+            for field in ("x", "index", "group", "bias", "mask", "bbox"):
+                assert torch.equal(getattr(a, field), getattr(b, field)), (name, field)
+            assert torch.equal(a.y, noisy[a.index] if name == "batched view" else b.y)
+    assert torch.equal(torch.cat([i for i, _, _ in raw["batched"]]), order[6:])
 
 
 def test_h5split_threads_share_one_handle(tmp_path):

@@ -32,7 +32,7 @@ _EXPORTS: dict[str, str] = {
     "robust.data": "Batch Split ArraySplit StreamSplit DatasetBundle DatasetInfo "
     "subset_split with_labels with_groups replace_splits",
     "robust.datasets": "load_dataset resolve_dataset_name",
-    "robust.loader": "BatchLoader",
+    "robust.loader": "BatchLoader take_rows",
     "robust.augment": "crop_at random_flip shift_boxes",
     # models
     "robust.models.classifier": "Classifier build_registered_model",

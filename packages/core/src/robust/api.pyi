@@ -134,6 +134,7 @@ from robust.errors import (
 )
 from robust.hookspecs import hookimpl as hookimpl
 from robust.loader import BatchLoader as BatchLoader
+from robust.loader import take_rows as take_rows
 from robust.method import Method as Method
 from robust.method import MethodContext as MethodContext
 from robust.method import Phase as Phase

@@ -433,7 +433,7 @@ def _path_of(split: Any, index: int) -> str:
 @click.argument("name")
 @data_root_option
 @set_option
-@click.option("--lzf", is_flag=True, help="Compress images with lzf (smaller file, slightly slower reads).")
+@click.option("--lzf", is_flag=True, help="Compress images with lzf (smaller file; slower reads, image by image).")
 @threads_option
 def cache(name: str, data_root: str | None, sets: tuple[str, ...], lzf: bool, threads: int | None) -> None:
     """Decode dataset NAME once into an HDF5 file (fast reads).

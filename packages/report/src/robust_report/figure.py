@@ -73,7 +73,9 @@ def draw(rows: list[Row], metrics: list[str], spread: str = "se") -> Figure:
         ax.legend(fontsize=7)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    figure.suptitle(textwrap.fill(f"robust report ({caption(rows, spread)})", int(14 * figure.get_figwidth())), fontsize=9)
+    figure.suptitle(
+        textwrap.fill(f"robust report ({caption(rows, spread)})", int(14 * figure.get_figwidth())), fontsize=9
+    )
     figure.set_layout_engine("constrained")
     return figure
 
