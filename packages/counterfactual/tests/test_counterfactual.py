@@ -52,6 +52,7 @@ def test_without_counterfactual_logits_or_their_classes_only_the_labelled_loss_r
     assert c.item() == pytest.approx(F.cross_entropy(logits, labels).item()) and c_cf == 0
 
 
-def test_an_unknown_counterfactual_loss_is_refused():
-    with pytest.raises(ValueError, match="unknown counterfactual loss 'bogus'"):
-        counterfactual_loss(torch.randn(2, 3), torch.tensor([0, 1]), "bogus")
+@pytest.mark.parametrize("kind", ["bogus", "zzz"])  # before and after the known names in sort order
+def test_an_unknown_counterfactual_loss_is_refused(kind):
+    with pytest.raises(ValueError, match=f"unknown counterfactual loss '{kind}'"):
+        counterfactual_loss(torch.randn(2, 3), torch.tensor([0, 1]), kind)

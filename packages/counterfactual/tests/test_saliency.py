@@ -130,7 +130,8 @@ def test_a_mask_of_another_image_size_is_refused_in_words(mask_hw):
 
 def test_an_unknown_reduction_and_a_mask_for_more_images_are_refused():
     grad = torch.randn(2, 3, 8, 8)
-    with pytest.raises(ValueError, match="reduction must be"):
-        outside_mask_penalty(grad, torch.ones(2, 1, 8, 8), "bogus")
+    for unknown in ("bogus", "zzz"):  # before and after the known names in sort order
+        with pytest.raises(ValueError, match="reduction must be"):
+            outside_mask_penalty(grad, torch.ones(2, 1, 8, 8), unknown)
     with pytest.raises(ValueError, match="does not match the gradient"):
         outside_mask_penalty(grad, torch.ones(3, 1, 8, 8), "mean_all")
