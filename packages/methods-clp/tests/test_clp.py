@@ -759,3 +759,100 @@ def test_a_training_batch_without_foreground_has_no_saliency_term(tmp_path):
     assert run.method.forward_train(batch)[2] is not None
     logits, features, sal = run.method.forward_train(batch.replace(mask=torch.zeros_like(batch.mask)))
     assert sal is None and logits.shape == (len(batch), 2) and features.shape[0] == len(batch)
+
+
+def test_a_class_seen_once_rolls_over_to_its_one_value_and_the_prior_is_not_checkpointed_data():
+    stats = ClassStatistics(torch.tensor([0.5, 0.5]))
+    stats.accumulate(torch.tensor([1]), torch.tensor([0.7]), torch.tensor([-0.2]))
+    stats.roll()
+    assert stats.class_loss.tolist() == pytest.approx([5.0, 0.7]) and stats.class_margin.tolist() == pytest.approx(
+        [1.0, -0.2]
+    )
+
+
+def test_characteristics_are_detached_unless_asked_for_their_graph():
+    torch.manual_seed(0)
+    logits, features = torch.randn(4, 3, requires_grad=True), torch.randn(4, 5, requires_grad=True)
+    weight, labels = torch.randn(3, 5, requires_grad=True), torch.tensor([0, 1, 2, 0])
+    stats = ClassStatistics(torch.full((3,), 1 / 3))
+    assert not stats.characteristics(logits, features, weight, labels).requires_grad
+    assert stats.characteristics(logits, features, weight, labels, differentiable=True).requires_grad
+
+
+def test_a_streamed_meta_set_without_masks_has_none():
+    from robust.data import StreamSplit
+    from robust_clp.augmentation import in_memory
+
+    class Stream(StreamSplit):
+        def __len__(self):
+            return 2
+
+        def read(self, i):
+            return torch.zeros((1, 2, 2), dtype=torch.uint8), None
+
+    assert in_memory(Stream(labels=torch.tensor([0, 1]))).masks is None
+
+
+def test_an_empty_meta_set_is_refused_and_one_image_is_a_batch():
+    info = DatasetInfo(
+        name="m", num_classes=2, input_shape=(1, 2, 2), class_names=["a", "b"], group_names=[], mean=(0.0,), std=(1.0,)
+    )
+
+    def split(n):
+        return ArraySplit(labels=torch.zeros(n, dtype=torch.long), images=torch.zeros(n, 1, 2, 2, dtype=torch.uint8))
+
+    with pytest.raises(DataError, match="meta set is empty"):
+        MetaBatches(split(0), info, torch.device("cpu"), batch_size=4, seed=0)
+    one = MetaBatches(split(1), info, torch.device("cpu"), batch_size=4, seed=0)
+    assert one.next().index.tolist() == [0] and one.next().index.tolist() == [0]
+
+
+def test_pass_k_of_the_meta_set_is_the_order_drawn_for_k():
+    n = 6
+    split = ArraySplit(labels=torch.arange(n) % 2, images=torch.zeros(n, 1, 2, 2, dtype=torch.uint8))
+    info = DatasetInfo(
+        name="m", num_classes=2, input_shape=(1, 2, 2), class_names=["a", "b"], group_names=[], mean=(0.0,), std=(1.0,)
+    )
+    stream = MetaBatches(split, info, torch.device("cpu"), batch_size=3, seed=5)
+    for k in range(3):
+        assert stream.next().index.tolist() + stream.next().index.tolist() == stream.order(k).tolist()
+
+
+def test_factual_infills_make_factual_images_and_the_augmentation_holds_no_checkpoint_state():
+    from robust_clp.augmentation import MetadataAugmentation
+
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 6, 6), torch.tensor([0, 1, 0, 1])
+    mask = torch.zeros(4, 1, 6, 6)
+    mask[:, :, 2:4, 2:4] = 1.0
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 36, 2))
+    for f in ("mrand", "fgsm", "random", "shuffle"):
+        aug = MetadataAugmentation("none", f, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        x_cf, x_f = aug(x, y, mask, model)
+        assert x_cf is None and x_f is not None and x_f.shape == x.shape, f
+        assert torch.equal(x_f[..., 2:4, 2:4], x[..., 2:4, 2:4]) and not torch.equal(x_f, x), f
+        assert aug.state_dict() == {}, "mean and std come from the dataset, not from a checkpoint"
+
+
+@pytest.mark.parametrize(("mode", "outputs"), [("vector", 3), ("label_only", 1)])
+def test_the_perturbation_network_has_one_output_per_class_or_one_for_the_label(mode, outputs):
+    net = PerturbationNet(3, mode)
+    assert net.output.out_features == outputs and net.output.in_features == 100  # --meta_net_hidden_size 100
+
+
+def test_an_epoch_drops_the_last_incomplete_batch_as_the_reference(tmp_path):
+    run = make_run(tmp_path / "run", sets=["dataset.n_train=56"], steps=None, epochs=1)
+    n = len(run.data.splits["train"])  # what the meta set leaves
+    assert n % 16 != 0
+    assert run.fit()["train"]["steps"] == n // 16
+
+
+@pytest.mark.parametrize("infill", ["mean", "tile"])
+def test_a_meta_batch_without_foreground_gets_no_counterfactuals_and_no_saliency(tmp_path, infill):
+    run = make_run(tmp_path / "run", sets=[f"cf_infill={infill}", "f_infill=shuffle", "lambda_=1.0"])
+    method = run.method
+    batch = method.meta_batches.next()
+    fast = dict(method.model.named_parameters())
+    loss, logs = method.meta_loss(fast, batch.replace(mask=torch.zeros_like(batch.mask), bbox=None))
+    assert logs["meta_cf"] == 0 and logs["meta_sal"] == 0
+    assert loss.item() == pytest.approx(logs["meta_ce"].item())
