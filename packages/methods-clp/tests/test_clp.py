@@ -856,3 +856,25 @@ def test_a_meta_batch_without_foreground_gets_no_counterfactuals_and_no_saliency
     loss, logs = method.meta_loss(fast, batch.replace(mask=torch.zeros_like(batch.mask), bbox=None))
     assert logs["meta_cf"] == 0 and logs["meta_sal"] == 0
     assert loss.item() == pytest.approx(logs["meta_ce"].item())
+
+
+def negate(x, mask, bbox, gen, pad=None):
+    return 1.0 - x, mask, bbox
+
+
+class NegatePlugin:
+    @hookimpl
+    def register_augmentations(self, register):
+        register("zz-negate", negate, description="1 - x (a name after 'none' in sort order)")
+
+
+def test_the_meta_set_takes_any_registered_augmentation(register_plugin):
+    n = 4
+    split = ArraySplit(labels=torch.arange(n) % 2, images=torch.randint(0, 255, (n, 1, 2, 2), dtype=torch.uint8))
+    info = DatasetInfo(
+        name="m", num_classes=2, input_shape=(1, 2, 2), class_names=["a", "b"], group_names=[], mean=(0.0,), std=(1.0,)
+    )
+    with register_plugin(NegatePlugin(), "negate-plugin"):
+        plain = MetaBatches(split, info, torch.device("cpu"), batch_size=4, seed=0).next()
+        negated = MetaBatches(split, info, torch.device("cpu"), batch_size=4, seed=0, augmentation="zz-negate").next()
+    assert torch.equal(plain.index, negated.index) and torch.allclose(negated.x, 1.0 - plain.x)
