@@ -838,6 +838,7 @@ def test_factual_infills_make_factual_images_and_the_augmentation_holds_no_check
 def test_the_perturbation_network_has_one_output_per_class_or_one_for_the_label(mode, outputs):
     net = PerturbationNet(3, mode)
     assert net.output.out_features == outputs and net.output.in_features == 100  # --meta_net_hidden_size 100
+    assert sum(isinstance(m, torch.nn.Linear) for m in net.hidden) == 2  # --meta_net_num_layers 2
 
 
 def test_an_epoch_drops_the_last_incomplete_batch_as_the_reference(tmp_path):
@@ -878,3 +879,25 @@ def test_the_meta_set_takes_any_registered_augmentation(register_plugin):
         plain = MetaBatches(split, info, torch.device("cpu"), batch_size=4, seed=0).next()
         negated = MetaBatches(split, info, torch.device("cpu"), batch_size=4, seed=0, augmentation="zz-negate").next()
     assert torch.equal(plain.index, negated.index) and torch.allclose(negated.x, 1.0 - plain.x)
+
+
+def test_the_linear_surrogate_is_zero_with_the_saliency_gradient_as_its_gradient():
+    from robust_clp.clp import linear_surrogate
+
+    params = {"a": torch.randn(3, requires_grad=True), "b": torch.randn(2, 2, requires_grad=True)}
+    grads = {"a": torch.randn(3), "b": torch.randn(2, 2)}
+    term = linear_surrogate(params, grads)
+    assert term.item() == 0.0
+    term.backward()
+    assert torch.equal(params["a"].grad, grads["a"]) and torch.equal(params["b"].grad, grads["b"])
+
+
+@pytest.mark.parametrize(("chosen", "other"), [("jvp", "unrolled"), ("unrolled", "jvp")])
+def test_meta_grad_chooses_the_algorithm_that_runs(tmp_path, chosen, other):
+    run = make_run(tmp_path / "run", sets=[f"meta_grad={chosen}"])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"meta_grad={chosen} ran the {other} meta-gradient")
+
+    setattr(run.method, f"{other}_meta_gradient", refuse)
+    assert torch.isfinite(run.method.update(first_batch(run), 0)["loss"])
