@@ -686,6 +686,7 @@ def test_class_prior_is_the_training_label_frequency():
     prior = class_prior(torch.tensor([0, 0, 0, 2]), 4)
     assert prior.tolist() == [0.75, 0.0, 0.25, 0.0]
     assert class_prior(torch.tensor([], dtype=torch.long), 2).tolist() == [0.0, 0.0]
+    assert class_prior(torch.tensor([1]), 2).tolist() == [0.0, 1.0]
 
 
 def test_each_infill_gets_its_own_options_and_any_one_switches_the_augmentation_on():
@@ -901,3 +902,22 @@ def test_meta_grad_chooses_the_algorithm_that_runs(tmp_path, chosen, other):
 
     setattr(run.method, f"{other}_meta_gradient", refuse)
     assert torch.isfinite(run.method.update(first_batch(run), 0)["loss"])
+
+
+def test_the_meta_loss_pairs_each_counterfactual_with_its_removed_class(tmp_path, monkeypatch):
+    """With CF and F images on, the CF logits are exactly the CF images' rows, and the labelled rows
+    are the originals and the F images, each with its label."""
+    import robust_clp.clp as clp_module
+
+    seen = []
+
+    def spy(labelled, labels, cf_logits=None, removed=None, kind="logp"):
+        seen.append((labelled.shape[0], labels.shape[0], cf_logits.shape[0], removed.shape[0]))
+        return counterfactual_batch_losses(labelled, labels, cf_logits, removed, kind)
+
+    monkeypatch.setattr(clp_module, "counterfactual_batch_losses", spy)
+    run = make_run(tmp_path / "run", sets=["cf_infill=mean", "f_infill=shuffle"])
+    batch = run.method.meta_batches.next()
+    run.method.meta_loss(dict(run.method.model.named_parameters()), batch)
+    n = len(batch)
+    assert seen == [(2 * n, 2 * n, n, n)], "every tiny image has a foreground: n originals, n CF, n F"
