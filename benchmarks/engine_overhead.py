@@ -217,7 +217,8 @@ def engine_setup(out: Path, args: argparse.Namespace, device: torch.device, step
         "train.amp=off",
         f"model.width={args.width}",
     ]
-    flags = {"epochs": args.epochs, "steps": steps, "seed": SEED, "device": str(device)}
+    # A run trains for epochs or for steps, never both (the warm-up's few steps replace the epochs).
+    flags = {"epochs": None if steps else args.epochs, "steps": steps, "seed": SEED, "device": str(device)}
     resolved = resolve_run_config("erm", dataset=DATASET, model="cnn", sets=sets, flags=flags)
     run = Run(resolved, out, quiet=True)
     sync(device)
@@ -263,7 +264,7 @@ ENGINE_ONLY = [
     ("metrics: accuracy_metrics on val and test", "robust/metrics.py", "accuracy_metrics"),
     ("summary.json", "robust/results.py", "write_summary"),
     ("finite-loss checks (_check_finite)", "robust/engine.py", "_check_finite"),
-    ("per-step loss logging (torch.as_tensor)", "~", "<built-in method torch.as_tensor>"),
+    ("per-step loss sums on the device (_accumulate)", "robust/engine.py", "_accumulate"),
     ("order/augmentation generators (derive_seed)", "robust/seeding.py", "generator"),
     ("lifecycle hooks (pluggy)", "pluggy/_caller.py", "__call__"),
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -53,13 +52,11 @@ class Precision:
     def name(self) -> str:
         return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
 
-    @contextlib.contextmanager
-    def autocast(self) -> Iterator[None]:
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        """``torch.autocast`` at the run's dtype; in fp32 a no-op context (entered every step: no generator)."""
         if self.dtype is None:
-            yield
-        else:
-            with torch.autocast(self.device_type, dtype=self.dtype):
-                yield
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
 
 
 def resolve_precision(amp: str, device: torch.device) -> Precision:

@@ -478,31 +478,27 @@ class Run:
                 with self.precision.autocast():
                     logs = update(batch, self.state["phase_step"])
                 self.method.end_step()
-                distributed.share_rows(per_sample, batch.index)
+                if per_sample:
+                    distributed.share_rows(per_sample, batch.index)
                 self.method.step_schedulers("step")
-                for key, value in logs.items():
-                    value = torch.as_tensor(value, device=self.device).detach().float()
-                    sums[key] = sums[key] + value if key in sums else value
+                self._accumulate(sums, logs)
                 count += 1
                 self.state["phase_step"] += 1
                 self.state["global_step"] += 1
                 self.state["batch"] = batch_index + 1
                 phase_step = self.state["phase_step"]
                 if phase_step % self.train_config.log_every == 0:
-                    self._check_finite(sums, count, phase)
-                    self.progress.update(task, completed=phase_step, loss=_format_logs(sums, count))
+                    self._report(task, sums, count, phase)
                 if steps is not None and phase_step >= steps:
                     break
                 every = self.train_config.eval_every_steps
                 if every and phase.evaluate and phase_step % every == 0:
-                    self._check_finite(sums, count, phase)
-                    self._evaluate(phase, self._train_means(sums, count))
+                    self._evaluate(phase, self._train_means(self._check_finite(sums, count, phase)))
                 ckpt_every = self.train_config.checkpoint_every_steps
                 if ckpt_every and phase_step % ckpt_every == 0:
                     self._check_finite(sums, count, phase)
                     self._checkpoint(order=order, aug=aug, sums=sums, count=count)
-            self._check_finite(sums, count, phase)
-            self.progress.update(task, completed=self.state["phase_step"], loss=_format_logs(sums, count))
+            self._report(task, sums, count, phase)
             self.gradients.batch_share = 1.0 / self.world.size  # outside training steps every process does the same
             (phase.on_epoch_end or self.method.on_epoch_end)(epoch)
             self.method.step_schedulers("epoch")
@@ -514,7 +510,7 @@ class Run:
             due = (epoch + 1) % self.train_config.eval_every == 0 and not self.train_config.eval_every_steps
             already = bool(self.history) and self.history[-1]["step"] == self.state["global_step"]
             if phase.evaluate and (due or finished) and not already:
-                self._evaluate(phase, self._train_means(sums, count))
+                self._evaluate(phase, self._train_means(_means(sums, count)))
             # The end of the phase is checkpointed by fit(), once; with step checkpoints (resumable
             # mid-epoch), epoch ends are not checkpointed again.
             if not finished and not self.train_config.checkpoint_every_steps:
@@ -525,17 +521,47 @@ class Run:
         """Each process draws its own augmentation (a single process keeps the stream it always had)."""
         return ("rank", self.world.rank) if self.world.distributed else ()
 
-    def _train_means(self, sums: dict[str, Tensor], count: int) -> dict[str, float]:
-        """Training losses averaged over this epoch's steps (and over the processes)."""
-        means = _means(sums, count)
+    def _train_means(self, means: dict[str, float]) -> dict[str, float]:
+        """Training losses averaged over this epoch's steps (``means``: this process's), and over the processes."""
         if self.world.distributed and means:
             values = torch.tensor(list(means.values()), dtype=torch.float64, device=self.device)
             distributed.all_reduce_sum(values)
             means = dict(zip(means, (values / self.world.size).tolist(), strict=True))
         return means
 
-    def _check_finite(self, sums: dict[str, Tensor], count: int, phase: Phase) -> None:
-        finite = [bool(torch.isfinite(value)) for value in sums.values()]
+    def _accumulate(self, sums: dict[str, Tensor], logs: dict[str, Tensor | float]) -> None:
+        """Add a step's logged losses to the epoch's float32 sums on the device, with no host
+        synchronisation: one fused in-place add for every key already summed (one kernel on a GPU,
+        not one per loss); a new key starts from a copy of its value."""
+        known, values = [], []
+        for key, value in logs.items():
+            if (
+                not isinstance(value, Tensor)
+                or value.dtype != torch.float32
+                or value.device != self.device
+                or value.dim()
+            ):
+                value = torch.as_tensor(value, device=self.device).float().reshape(())  # one number per key
+            total = sums.get(key)
+            if total is None:
+                sums[key] = value.detach().clone()
+            else:
+                known.append(total)
+                values.append(value.detach() if value.requires_grad else value)
+        if known:
+            torch._foreach_add_(known, values)
+
+    def _report(self, task: Any, sums: dict[str, Tensor], count: int, phase: Phase) -> None:
+        """Every ``log_every`` steps and at each epoch's end: stop on a non-finite loss and show the
+        running means, both from one copy of the sums to the host (the loop's only one between evaluations)."""
+        means = self._check_finite(sums, count, phase)
+        if not self.progress.disable:  # nothing to show in a quiet run or without a terminal
+            self.progress.update(task, completed=self.state["phase_step"], loss=_format_means(means))
+
+    def _check_finite(self, sums: dict[str, Tensor], count: int, phase: Phase) -> dict[str, float]:
+        """Raise NonFiniteLossError if a logged loss became NaN or inf; else return the running means."""
+        means = _means(sums, count)
+        finite = [math.isfinite(value) for value in means.values()]
         if self.world.distributed and finite:  # all processes stop together, naming the same losses
             flags = torch.tensor([float(f) for f in finite], device=self.device)
             finite = [bool(f) for f in (distributed.all_reduce_sum(flags) == self.world.size)]
@@ -553,6 +579,7 @@ class Run:
                 "rate, enable gradient clipping, or turn off fp16 (--set train.amp=off), then start again (or "
                 "resume with --resume after changing the config file)."
             )
+        return means
 
     # -- evaluation and selection ---------------------------------------------------------
 
@@ -866,12 +893,18 @@ class _MetricsBelowProgress(Progress):
 
 
 def _means(sums: dict[str, Tensor], count: int) -> dict[str, float]:
-    return {key: float(value) / max(count, 1) for key, value in sums.items()}
+    """The sums divided by ``count``, read to the host in one copy (not one synchronisation per loss)."""
+    values = torch.stack([value.reshape(()) for value in sums.values()]).tolist() if sums else []
+    return {key: value / max(count, 1) for key, value in zip(sums, values, strict=True)}
 
 
 def _format_logs(sums: dict[str, Tensor], count: int) -> str:
+    return _format_means(_means(sums, count))
+
+
+def _format_means(means: dict[str, float]) -> str:
     """The running means of the logged losses, compact (``loss=0.693 ce=0.689``), for the progress display."""
-    return " ".join(f"{key}={value:.3g}" for key, value in _means(sums, count).items() if math.isfinite(value))
+    return " ".join(f"{key}={value:.3g}" for key, value in means.items() if math.isfinite(value))
 
 
 def _apply_batch_transform(

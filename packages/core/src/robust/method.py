@@ -308,6 +308,8 @@ class Method(nn.Module):
     def step_schedulers(self, interval: Literal["step", "epoch"]) -> None:
         """Called by the engine after each step and each epoch: the schedules of the current phase's
         optimizers (a later phase's schedule does not advance during an earlier one)."""
+        if not self._schedulers:  # called every step: nothing to do for a method without schedules (LfF)
+            return
         active = set(self.phase_optimizers())
         for name, entry in self._schedulers.items():
             if entry.interval == interval and name in active:

@@ -91,18 +91,18 @@ class SampleLossEMA(nn.Module):
         self.loss[index] = self.alpha * self.loss[index] + (1 - self.alpha * self.updated[index]) * loss
         self.updated[index] = 1.0
 
-    @torch.no_grad()
+    # class_max and normalized read buffers only (nothing to differentiate): no no_grad to enter every step.
+
     def class_max(self) -> Tensor:
         """The largest average of each class over ALL its training samples (unvisited ones are 0)."""
         init = torch.zeros(self.num_classes, device=self.loss.device)
         return init.scatter_reduce(0, self.labels, self.loss, reduce="amax", include_self=True)
 
-    @torch.no_grad()
     def normalized(self, index: Tensor) -> Tensor:
         """``ema[index]`` divided by its class's max (0 where the whole class is still at 0)."""
         peak = self.class_max()[self.labels[index]]
         values = self.loss[index]
-        return torch.where(peak > 0, values / peak.clamp_min(torch.finfo(values.dtype).tiny), torch.zeros_like(values))
+        return torch.where(peak > 0, values / peak.clamp_min(torch.finfo(values.dtype).tiny), 0.0)
 
 
 class RelativeDifficulty(nn.Module):
