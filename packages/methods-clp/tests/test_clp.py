@@ -680,6 +680,13 @@ def test_steps_equal_the_released_step(tmp_path, case):
 # -- mechanism details that mutation testing found untested -------------------------------------
 
 
+def meta_info() -> DatasetInfo:
+    """The info of the 2-class, 1x2x2 meta sets of the tests below (mean 0, std 1: batches are images / 255)."""
+    return DatasetInfo(
+        name="m", num_classes=2, input_shape=(1, 2, 2), class_names=["a", "b"], group_names=[], mean=(0.0,), std=(1.0,)
+    )
+
+
 def test_class_prior_is_the_training_label_frequency():
     from robust_clp.characteristics import class_prior
 
@@ -709,9 +716,7 @@ def test_each_infill_gets_its_own_options_and_any_one_switches_the_augmentation_
 def test_a_meta_set_of_whole_batches_is_used_whole_before_the_next_pass():
     n = 8
     split = ArraySplit(labels=torch.arange(n) % 2, images=torch.zeros(n, 1, 2, 2, dtype=torch.uint8))
-    info = DatasetInfo(
-        name="m", num_classes=2, input_shape=(1, 2, 2), class_names=["a", "b"], group_names=[], mean=(0.0,), std=(1.0,)
-    )
+    info = meta_info()
     stream = MetaBatches(split, info, torch.device("cpu"), batch_size=4, seed=0)
     for _ in range(3):  # each pass: both batches, every image once
         assert sorted(stream.next().index.tolist() + stream.next().index.tolist()) == list(range(n))
@@ -795,9 +800,7 @@ def test_a_streamed_meta_set_without_masks_has_none():
 
 
 def test_an_empty_meta_set_is_refused_and_one_image_is_a_batch():
-    info = DatasetInfo(
-        name="m", num_classes=2, input_shape=(1, 2, 2), class_names=["a", "b"], group_names=[], mean=(0.0,), std=(1.0,)
-    )
+    info = meta_info()
 
     def split(n):
         return ArraySplit(labels=torch.zeros(n, dtype=torch.long), images=torch.zeros(n, 1, 2, 2, dtype=torch.uint8))
@@ -811,9 +814,7 @@ def test_an_empty_meta_set_is_refused_and_one_image_is_a_batch():
 def test_pass_k_of_the_meta_set_is_the_order_drawn_for_k():
     n = 6
     split = ArraySplit(labels=torch.arange(n) % 2, images=torch.zeros(n, 1, 2, 2, dtype=torch.uint8))
-    info = DatasetInfo(
-        name="m", num_classes=2, input_shape=(1, 2, 2), class_names=["a", "b"], group_names=[], mean=(0.0,), std=(1.0,)
-    )
+    info = meta_info()
     stream = MetaBatches(split, info, torch.device("cpu"), batch_size=3, seed=5)
     for k in range(3):
         assert stream.next().index.tolist() + stream.next().index.tolist() == stream.order(k).tolist()
@@ -873,9 +874,7 @@ class NegatePlugin:
 def test_the_meta_set_takes_any_registered_augmentation(register_plugin):
     n = 4
     split = ArraySplit(labels=torch.arange(n) % 2, images=torch.randint(0, 255, (n, 1, 2, 2), dtype=torch.uint8))
-    info = DatasetInfo(
-        name="m", num_classes=2, input_shape=(1, 2, 2), class_names=["a", "b"], group_names=[], mean=(0.0,), std=(1.0,)
-    )
+    info = meta_info()
     with register_plugin(NegatePlugin(), "negate-plugin"):
         plain = MetaBatches(split, info, torch.device("cpu"), batch_size=4, seed=0).next()
         negated = MetaBatches(split, info, torch.device("cpu"), batch_size=4, seed=0, augmentation="zz-negate").next()
