@@ -1,11 +1,15 @@
 """Wall-clock cost of one CLP training step relative to one ERM step on the same batch.
 
-CLP's step does a virtual step, a meta step on an augmented meta batch and the real step. Without
-CF/F images and saliency that is one forward of the training batch (shared by the virtual and the
-real step), one backward for the virtual gradient, a forward and a backward of the meta batch at
-θ', one forward-mode product (about a forward and a backward) and the real step's backward: about
-3.5 ERM steps. CF and F images triple the meta batch; the saliency term differentiates an input
-gradient (double backward) on the training and the meta batch. Both methods are built on ``synthetic-waterbirds`` (small, generated) with the same
+CLP's step, in passes over a batch (F a forward, B ≈ 2F a backward; an ERM step is F + B ≈ 3F): the
+training batch's forward at θ (F, shared by the virtual and the real step), the virtual gradient
+Jᵀr (B), the meta batch's forward and backward at θ' (F + B: CF and F images take places in the meta
+batch under ``meta_batch_counts=images``, the default, so this is one ERM step whatever the infills;
+three under ``originals``), the forward-mode product J v (about 3F: besides the primal, a tangent
+convolution for the weights and one for the activations) and the real step's backward (B): about
+11F ≈ 3.7 ERM steps for the exact meta-gradient (17F ≈ 5.7 under ``originals``); the rest is the ten
+characteristics, the perturbation network and BatchNorm's buffer copies. The saliency term
+differentiates an input gradient (double backward) on the training and the meta batch.
+Both methods are built on ``synthetic-waterbirds`` (small, generated) with the same
 model (``cnn``), batch and data; each timing calls ``update`` on the same batch ``--steps`` times,
 the two methods alternating ``--repeats`` times; medians are compared. Variants: CLP as configured
 by its preset (metadata augmentation + saliency), without the saliency term (``lambda_=0``), and
@@ -17,6 +21,7 @@ without augmentation or saliency.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -33,6 +38,9 @@ VARIANTS = {
     "clp (CF/F meta images + saliency)": ("clp", []),
     "clp, no saliency": ("clp", ["lambda_=0"]),
     "clp, no CF/F images, no saliency": ("clp", ["lambda_=0", "cf_infill=none", "f_infill=none"]),
+    "clp, no saliency, meta_batch_counts=originals": ("clp", ["lambda_=0", "meta_batch_counts=originals"]),
+    "erm, channels_last=false": ("erm", ["train.channels_last=false"]),
+    "clp, no saliency, channels_last=false": ("clp", ["lambda_=0", "train.channels_last=false"]),
 }
 
 
@@ -75,11 +83,15 @@ def main() -> None:
                     times[name].append(elapsed)
         erm = statistics.median(times["erm"])
         print(
-            f"cpu, {args.threads} threads, batch 32, {args.image_size}px, cnn; median of {args.repeats} x {args.steps} steps"
+            f"cpu, {args.threads} threads, batch 32, {args.image_size}px, cnn; median (min-max) of {args.repeats} x "
+            f"{args.steps} steps; load: {os.getloadavg()[0]:.2f}"
         )
         for name, values in times.items():
             median = statistics.median(values)
-            print(f"{name:36s} {1000 * median:8.1f} ms/step  {median / erm:5.2f}x ERM")
+            spread = f"({1000 * min(values):.1f}-{1000 * max(values):.1f})"
+            print(f"{name:46s} {1000 * median:7.1f} ms/step {spread:14s} {median / erm:5.2f}x ERM")
+        full, bare = (statistics.median(times[k]) for k in ("clp (CF/F meta images + saliency)", "clp, no saliency"))
+        print(f"saliency term's share of the CLP step: {100 * (full - bare) / full:.0f} %")
 
 
 if __name__ == "__main__":

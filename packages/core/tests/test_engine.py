@@ -342,3 +342,34 @@ def test_temporary_files_of_killed_writes_are_removed_on_the_next_start(tmp_path
     unrelated.write_text("mine")
     make_run(tmp_path / "run", resume=True).fit()
     assert not any(path.exists() for path in leftovers) and unrelated.exists()
+
+
+def cnn_run(out: Path, channels_last: bool) -> Run:
+    sets = ["lr=0.05", f"train.channels_last={channels_last}"]
+    resolved = resolve_run_config("erm", dataset="tiny", model="cnn", sets=sets, flags={"steps": 4})
+    return Run(resolved, out, quiet=True)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_conv_weights_are_channels_last_unless_switched_off(tmp_path, channels_last):
+    """train.channels_last (on by default) lays every convolution weight out channels-last: the engine's
+    models and any a method builds through the context; off, the default layout. Training is the same
+    computation either way (equal to float rounding)."""
+    run = cnn_run(tmp_path / "run", channels_last)
+    extra = run.method.ctx.build_model()
+    for model in (run.method.model, extra):
+        convs = [p for p in model.parameters() if p.dim() == 4]
+        assert convs and all(p.is_contiguous(memory_format=torch.channels_last) == channels_last for p in convs)
+        assert all(p.is_contiguous() != channels_last for p in convs if p.shape[1] > 1)
+    run.fit()
+    assert run.method.model.encoder[0][0].weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_channels_last_trains_the_same_model(tmp_path):
+    weights = {}
+    for flag in (True, False):
+        cnn_run(tmp_path / str(flag), flag).fit()
+        weights[flag] = final_weights(tmp_path / str(flag))
+    assert weights[True].keys() == weights[False].keys()
+    for name, value in weights[True].items():
+        torch.testing.assert_close(value, weights[False][name], rtol=1e-4, atol=1e-5, msg=name)

@@ -920,3 +920,46 @@ def test_the_meta_loss_pairs_each_counterfactual_with_its_removed_class(tmp_path
     run.method.meta_loss(dict(run.method.model.named_parameters()), batch)
     n = len(batch)
     assert seen == [(2 * n, 2 * n, n, n)], "every tiny image has a foreground: n originals, n CF, n F"
+
+
+@pytest.mark.parametrize(
+    ("sets", "drawn"),
+    [
+        ([], 5),  # both infills: each meta image and its CF and F images take three of the 16 places
+        (["f_infill=none"], 8),
+        (["cf_infill=none"], 8),
+        (["cf_infill=none", "f_infill=none"], 16),
+        (["meta_batch_counts=originals"], 16),
+        (["meta_batch_size=3"], 1),
+        (["meta_batch_size=2"], 1),  # never less than one meta image
+    ],
+)
+def test_the_meta_batch_size_counts_every_image_of_the_meta_step(tmp_path, sets, drawn):
+    """meta_batch_size (here the training batch, 16) counts the CF and F images too, as the release
+    draws its meta batches from the augmented meta set; meta_batch_counts=originals counts the meta
+    images drawn. The enlarged meta batch has at most meta_batch_size images."""
+    run = make_run(tmp_path / "run", sets=sets)
+    method = run.method
+    batch = method.meta_batches.next()
+    assert len(batch.y) == drawn
+    sizes = []
+    original = method.augmentation.forward
+
+    def record(x, y, mask, model):
+        x_cf, x_f = original(x, y, mask, model)
+        sizes.append(len(x) + sum(len(t) for t in (x_cf, x_f) if t is not None))
+        return x_cf, x_f
+
+    method.augmentation.forward = record
+    method.update(first_batch(run, 16), 0)
+    if not method.augmentation.enabled:
+        assert sizes == []
+    elif method.config.meta_batch_counts == "originals":
+        assert sizes == [3 * 16]
+    else:
+        assert 0 < sizes[0] <= max(method.config.meta_batch_size or 16, 3)  # at least one image and its two
+
+
+def test_without_meta_masks_the_meta_batch_is_all_meta_images(tmp_path):
+    run = make_run(tmp_path / "run", dataset="tiny-nomask", sets=["allow_no_masks=true", "lambda_=0"])
+    assert not run.method.meta_masks and len(run.method.meta_batches.next().y) == 16

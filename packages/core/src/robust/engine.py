@@ -257,6 +257,8 @@ class Run:
                     "--set train.sync_batchnorm=true, or train on GPUs."
                 )
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if self.train_config.channels_last:  # a no-op for models without 4-D weights
+            model = model.to(memory_format=torch.channels_last)
         return model.to(self.device)
 
     def build_loss(self, name: str, **options: Any):

@@ -29,6 +29,7 @@ for the CF/F images and R_sal(meta), the training set's for R_sal(train), unless
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -119,17 +120,7 @@ class CLP(ERM):
         )
         self.add_optimizer("meta", meta_optimizer)
 
-        # The meta set, its augmentation, and where the masks come from.
-        train_config = ctx.config.train
-        self.meta_batches = MetaBatches(
-            meta,
-            ctx.info,
-            ctx.device,
-            batch_size=config.meta_batch_size or train_config.batch_size,
-            seed=ctx.config.seed,
-            augmentation=(train_config.augment or ctx.info.train_augment) if config.meta_augment else "none",
-            data_on_device=train_config.data_on_device,
-        )
+        # The meta set's augmentation, where the masks come from, and the meta batches.
         self.augmentation = MetadataAugmentation(
             config.cf_infill,
             config.f_infill,
@@ -140,6 +131,16 @@ class CLP(ERM):
             noise_std=config.noise_std,
         ).to(ctx.device)
         self.meta_masks, self.train_saliency = self._require_masks(meta, train)
+        train_config = ctx.config.train
+        self.meta_batches = MetaBatches(
+            meta,
+            ctx.info,
+            ctx.device,
+            batch_size=self.meta_images_drawn(config.meta_batch_size or train_config.batch_size),
+            seed=ctx.config.seed,
+            augmentation=(train_config.augment or ctx.info.train_augment) if config.meta_augment else "none",
+            data_on_device=train_config.data_on_device,
+        )
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -174,6 +175,17 @@ class CLP(ERM):
         except ConfigError as error:
             raise ConfigError(f"{error} {MASKS_ADVICE}") from None
         return split_has_foreground(meta), c.lambda_ > 0 and split_has_foreground(train)
+
+    def meta_images_drawn(self, meta_batch_size: int) -> int:
+        """Meta images per meta batch. Under ``meta_batch_counts=images`` the meta step sees
+        ``meta_batch_size`` images in all, CF and F images included (the release's meta loader draws
+        batches of that size from the augmented meta set), so each meta image with its CF and F images
+        takes three places; under ``originals`` every place is a meta image."""
+        c = self.config
+        if c.meta_batch_counts == "originals" or not (self.meta_masks and self.augmentation.enabled):
+            return meta_batch_size
+        per_image = 1 + (c.cf_infill != "none") + (c.f_infill != "none")
+        return max(1, meta_batch_size // per_image)
 
     @classmethod
     def default_amp(cls, config: CLPConfig) -> str | None:
@@ -313,7 +325,9 @@ class CLP(ERM):
         """``(∂z/∂θ) t``: the change of the training batch's logits along ``t``, by forward-mode AD,
         in train mode with a copy of the buffers (as the forward it differentiates)."""
         buffers = {n: b.clone() for n, b in self.model.named_buffers()}
-        with fwAD.dual_level():
+        with warnings.catch_warnings(), fwAD.dual_level():
+            # torch's own forward-mode decompositions call its deprecated torch.jit.script on first use
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
             duals = {n: fwAD.make_dual(p.detach(), tangent[n]) for n, p in params.items()}
             logits = functional_call(self.model, {**buffers, **duals}, (x.detach(),))
             return fwAD.unpack_dual(logits).tangent

@@ -66,6 +66,13 @@ class CLPConfig(ERMConfig):
     meta_batch_size: int | None = Field(
         None, ge=2, description="Meta batch size (None: the training batch size, as the reference)."
     )
+    meta_batch_counts: Literal["images", "originals"] = Field(
+        "images",
+        description="What meta_batch_size counts. images: every image of the meta step, its CF and F images "
+        "included (each meta batch draws meta_batch_size // 3 meta images with both infills on), as the release, "
+        "whose meta loader draws batches of the training batch size from the augmented meta set; originals: the "
+        "meta images drawn, each adding its CF and F images (up to 3x the images and the meta step's cost).",
+    )
     meta_augment: bool = Field(
         False,
         description="Apply the training augmentation (crop, flip) to meta batches too. The reference's meta set "

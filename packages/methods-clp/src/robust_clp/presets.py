@@ -108,7 +108,7 @@ def _presets() -> dict[str, dict[str, Any]]:
         "method": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "constant", **META},
         "train": {"epochs": 8, "batch_size": 32},
         "model": {"name": "cnn"},
-        # The images at 32 px and half of them: a CLP step costs ~4-9 ERM steps, and this is the
+        # The images at 32 px and half of them: a CLP step costs ~4-11 ERM steps (benchmarks/clp_step_cost.py), and this is the
         # set-up command's run (a few minutes on 2 CPU cores). Compare ERM with the same options.
         "dataset": {"meta_per_class": 20, "image_size": 32, "scale": 0.5},
     }
