@@ -128,11 +128,13 @@ def sync(device: torch.device) -> None:
 
 
 def build_model(width: int, size: int, device: torch.device) -> torch.nn.Module:
-    """The registry's cnn, as the engine builds it (after the engine's torch.manual_seed(seed))."""
+    """The registry's cnn, as the engine builds it (after the engine's torch.manual_seed(seed); its
+    convolutions channels-last, the engine's default ``train.channels_last``)."""
     torch.manual_seed(SEED)
     entry = get_registry().get("model", "cnn")
     config = entry.load_config().model_validate({"width": width})
-    return entry.load()(config, num_classes=NUM_CLASSES, input_shape=(3, size, size)).to(device)
+    model = entry.load()(config, num_classes=NUM_CLASSES, input_shape=(3, size, size))
+    return model.to(memory_format=torch.channels_last).to(device)
 
 
 @dataclass
@@ -215,6 +217,7 @@ def engine_setup(out: Path, args: argparse.Namespace, device: torch.device, step
         f"train.batch_size={args.batch_size}",
         f"train.eval_batch_size={EVAL_BATCH_SIZE}",
         "train.amp=off",
+        "train.channels_last=true",
         f"model.width={args.width}",
     ]
     # A run trains for epochs or for steps, never both (the warm-up's few steps replace the epochs).
