@@ -5,7 +5,10 @@ catch an inverted error set, an ignored λ_up, inverted group weights, a dropped
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import re
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -23,7 +26,8 @@ from robust.results import read_history
 from robust.testing import TinyDatasetPlugin
 from robust_baselines.chi2_dro import bisect, chi2_loss, chi2_weights
 from robust_baselines.cvar_dro import cvar_loss, cvar_weights
-from robust_baselines.dfr_protocol import balanced_subset, fit_last_layer, tune_c
+from robust_baselines.dfr import head_parameters
+from robust_baselines.dfr_protocol import LastLayer, balanced_subset, fit_last_layer, tune_c, worst_group_accuracy
 from robust_baselines.jtt import upsampled_indices
 from robust_baselines.rebalancing import SubsampleGroups, balancing_weights, subsample
 
@@ -109,7 +113,7 @@ def test_jtt_released_error_set_is_the_last_identification_pass(tmp_path):
 
     def spy(batch, step):
         with torch.no_grad():
-            passes.setdefault(method._epoch, {}).update(
+            passes.setdefault(int(method.identify_epoch), {}).update(
                 zip(batch.index.tolist(), (method.model(batch.x).argmax(1) != batch.y).tolist(), strict=True)
             )
         return update(batch, step)
@@ -497,3 +501,235 @@ def test_each_baseline_runs_through_robust_run(tmp_path, method):
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["method"] == method and "test/worst_group_acc" in summary["selection"]["last"]["metrics"]
+
+
+# -- behaviours the mutation session (nox -s mutants -- baselines) found unpinned ---------------
+
+
+class Crash(Exception):
+    pass
+
+
+def test_jtt_training_pass_is_recorded_in_epoch_t_alone(tmp_path):
+    """T = 2, batches of 19: 96 = 5 · 19 + 1, so each epoch drops its singleton last batch. Nothing is
+    recorded before epoch T, and the sample epoch T's pass skipped is not in E, whatever epoch 1 said."""
+    sets = ["identification_epochs=2", "error_set_from=training_pass", "train.batch_size=19"]
+    run = make_run(tmp_path / "run", "jtt", sets, epochs=1)
+    method = run.method
+    update, passes, before = method.update, {}, []
+
+    def spy(batch, step):
+        with torch.no_grad():
+            passes.setdefault(int(method.identify_epoch), {}).update(
+                zip(batch.index.tolist(), (method.model(batch.x).argmax(1) != batch.y).tolist(), strict=True)
+            )
+        return update(batch, step)
+
+    def on_epoch_start(epoch):
+        before.append(method.pass_wrong.clone())
+        method.identify_epoch.fill_(epoch)
+
+    method.update, method.on_epoch_start = spy, on_epoch_start
+    run.fit()
+    assert len(passes[0]) == len(passes[1]) == 95 and any(passes[0].values())
+    assert not before[1].any()  # entering epoch T: epoch 1's predictions were not kept
+    assert method.wrong.tolist() == [passes[1].get(i, False) for i in range(96)]
+
+
+@pytest.mark.parametrize(("identification_epochs", "crash_at"), [(1, 3), (2, 9)])
+def test_jtt_training_pass_error_set_survives_a_mid_epoch_resume(tmp_path, identification_epochs, crash_at):
+    """Resumed in the middle of epoch T (6 steps an epoch): the engine does not call on_epoch_start on a
+    resume, so the epoch counter comes from the checkpoint, and the steps after the resume are still
+    recorded (the counter starts at 0 for T = 1)."""
+    sets = [
+        *TINY,
+        f"identification_epochs={identification_epochs}",
+        "error_set_from=training_pass",
+        "train.checkpoint_every_steps=1",
+    ]
+    resolved = resolve_run_config("jtt", dataset="tiny", model="mlp", sets=sets, flags={"epochs": 1, "seed": 0})
+    full = Run(resolved, tmp_path / "full", quiet=True)
+    full.fit()
+    cut = Run(resolved, tmp_path / "cut", quiet=True)
+    update = cut.method.update
+
+    def crash(batch, step):
+        if step == crash_at:
+            raise Crash
+        return update(batch, step)
+
+    cut.method.update = crash
+    with pytest.raises(Crash):
+        cut.fit()
+    resumed = Run(resolved, tmp_path / "cut", quiet=True, resume=True)
+    resumed.fit()
+    assert full.method.wrong.any() and torch.equal(resumed.method.wrong, full.method.wrong)
+
+
+def test_subsampling_keeps_one_of_each_when_a_group_has_a_single_sample():
+    keys = torch.tensor([0] * 5 + [1] + [2] * 3)
+    kept = subsample(keys, torch.randperm(9, generator=torch.Generator().manual_seed(0)))
+    assert torch.bincount(keys[kept]).tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("method", ["rwg", "rwy"])
+def test_reweighting_epochs_are_the_weighted_random_samplers_draws_with_replacement(tmp_path, method):
+    run = make_run(tmp_path / "run", method, epochs=1)
+    order = run.method.epoch_indices(0, torch.Generator().manual_seed(2))
+    theirs = rebalance_reference.weighted_epoch(run.method.weights.tolist(), torch.Generator().manual_seed(2))
+    assert order.tolist() == theirs and len(set(theirs)) < len(theirs)  # minority samples drawn repeatedly
+
+
+def test_chi2_batch_within_one_plus_two_rho_gets_the_vertex_without_bisection():
+    """m = 3 <= 1 + 2ρ = 3.4: the ball holds the vertex, so all the mass goes on the largest loss. The
+    constraint cannot be made tight there; a bisection would not converge (NaN weights in float32)."""
+    v = torch.tensor([0.2, 0.9, 0.4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = chi2_weights(v, 1.2)
+    assert p.tolist() == [0.0, 1.0, 0.0] and torch.equal(p, dro_reference.chi_square_best_response(v, 1.2))
+
+
+def test_bisection_with_the_root_at_the_lower_end_halves_that_bracket():
+    """f(lo) = 0: the bracket already holds the root, so it is halved, not widened (as the released loop)."""
+
+    def f(eta):
+        return eta - 1.0
+
+    lo, hi = torch.tensor(1.0, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
+    ours = bisect(lo, hi, f, 1e-9, 1000)
+    assert float(ours) == float(dro_reference.bisection(lo, hi, f, 1e-9)) and 1.0 < float(ours) <= 1.0 + 1e-9
+
+
+def test_worst_group_accuracy_counts_equal_predictions():
+    pred, y, groups = np.array([1, 0, 1, 1]), np.array([1, 0, 1, 0]), np.array([0, 0, 1, 1])
+    assert worst_group_accuracy(pred, y, groups, 2) == 0.5
+
+
+@pytest.mark.filterwarnings("ignore:.*penalty.*")
+def test_dfr_fit_defaults_to_the_released_twenty_refits():
+    x_val, y_val, g_val = features(0)
+    x_train = features(1, 200)[0]
+    np.random.seed(3)
+    coef_ref, intercept_ref, _ = dfr_reference.dfr_on_validation_eval(0.3, x_train, x_val, y_val, g_val)
+    layer = fit_last_layer(x_train, x_val, y_val, g_val, 0.3, np.random.RandomState(3))
+    np.testing.assert_allclose(layer.coef, coef_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.intercept, intercept_ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", ["binary", "per-class", "three-class"])
+def test_dfr_head_computes_the_logistic_regressions_logits(rows):
+    """A one-row binary fit becomes logits (0, z); a fit with one row per class is kept row for row."""
+    x = features(2)[0]
+    rng = np.random.RandomState(0)
+    num_classes = 3 if rows == "three-class" else 2
+    layer = LastLayer(
+        coef=rng.randn(1 if rows == "binary" else num_classes, x.shape[1]),
+        intercept=rng.randn(1 if rows == "binary" else num_classes),
+        mean=x.mean(0),
+        scale=x.std(0),
+    )
+    weight, bias = head_parameters(layer, num_classes)
+    logits = torch.as_tensor(x, dtype=torch.float32) @ weight.T + bias
+    z = ((x - layer.mean) / layer.scale) @ layer.coef.T + layer.intercept
+    expected = np.concatenate([np.zeros_like(z), z], axis=1) if rows == "binary" else z
+    np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def erm_base_run(out: Path, sets=()) -> Path:
+    resolved = resolve_run_config(
+        "erm", dataset="tiny", model="mlp", sets=["train.batch_size=16", *sets], flags={"epochs": 1}
+    )
+    Run(resolved, out, quiet=True).fit()
+    return out
+
+
+def test_dfr_from_a_run_of_another_dataset_and_model_names_both(tmp_path):
+    base = erm_base_run(tmp_path / "erm")
+    config = json.loads((base / "config.json").read_text())
+    config["dataset"]["name"], config["model"]["name"] = "waterbirds", "resnet50"
+    (base / "config.json").write_text(json.dumps(config))
+    message = (
+        f"--from '{base}' trained model 'resnet50' on dataset 'waterbirds', but this DFR run describes model "
+        "'mlp' on 'tiny': the features must be the loaded model's. Pass --dataset waterbirds --model resnet50 "
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_run(tmp_path / "dfr", "dfr", [f"from_run={base}", "num_retrains=2"]).fit()
+
+
+def test_dfr_from_a_run_of_another_architecture_quotes_the_first_line_of_the_mismatch(tmp_path):
+    base = erm_base_run(tmp_path / "erm", ["model.hidden_sizes=[8]"])
+    with pytest.raises(
+        ConfigError, match=r"does not fit this run's model: Error\(s\) in loading state_dict for \w+:\. Use"
+    ):
+        make_run(tmp_path / "dfr", "dfr", [f"from_run={base}", "num_retrains=2"]).fit()
+
+
+def dfr_run_spied(out: Path, sets=()) -> tuple[Run, list, dict]:
+    """A DFR run; the results of its reweight calls, and the summary."""
+    run = make_run(out, "dfr", ["num_retrains=2", "c_grid=[1.0,0.1]", *sets], epochs=1)
+    reweight, calls = run.method.reweight, []
+
+    def spy(batch, step):
+        calls.append(reweight(batch, step))
+        return calls[-1]
+
+    run.method.reweight = spy
+    return run, calls, run.fit()
+
+
+def test_dfr_reweight_phase_is_a_single_step(tmp_path):
+    _, calls, summary = dfr_run_spied(tmp_path / "run")
+    erm_steps = 96 // 16
+    assert len(calls) == 1 and summary["train"]["steps"] == erm_steps + 1
+
+
+def test_dfr_logs_the_tuning_score_as_a_mean_over_the_halvings(tmp_path):
+    _, calls, _ = dfr_run_spied(tmp_path / "run", ["tune_retrains=3"])
+    report = json.loads((tmp_path / "run" / "dfr.json").read_text())
+    score = calls[0]["tune_worst_group_acc"]
+    assert score == report["tune_worst_group_acc"][str(report["c"])] and 0 <= score <= 1
+
+
+def test_dfr_reports_the_nonzero_coefficients_of_its_head(tmp_path):
+    run, _, _ = dfr_run_spied(tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "dfr.json").read_text())
+    head = run.method.model.head.weight.detach()
+    assert 0 < report["nonzero_coefficients"] == int((head[1] != 0).sum())
+
+
+def test_dfr_selects_only_the_refit_model_even_when_the_base_model_scores_better(tmp_path):
+    run = make_run(tmp_path / "run", "dfr", ["num_retrains=2", "c_grid=[1.0]"], epochs=1)
+    head = run.method.model.head
+
+    def constant_refit(batch, step):  # a refit predicting class 0 everywhere: no better than the base model
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([1.0, 0.0]))
+        return {}
+
+    run.method.reweight = constant_refit
+    summary = run.fit()
+    assert {p["phase"] for p in summary["selection"].values()} == {"reweight"}
+
+
+def test_chi2_non_convergence_warning_points_at_the_caller():
+    v = torch.rand(64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with pytest.warns(UserWarning, match="did not converge") as caught:
+        chi2_weights(v, 0.5, tol=0.0, max_iter=3)
+    assert caught[0].filename == __file__
+
+
+@pytest.mark.parametrize(("drop", "named"), [("group", "group(s) [3]"), ("class", "class(es) [1]")])
+def test_dfr_refuses_a_val_without_the_last_group_or_class(tmp_path, drop, named):
+    """The balanced-subset check counts groups up to the largest it sees, so a missing LAST group
+    passed it, and a regression that never saw the last class would leave head rows unfitted."""
+    run = make_run(tmp_path / "run", "dfr", ["num_retrains=2", "c_grid=[1.0]"], epochs=1)
+    val = run.method.ctx.data.splits["val"]
+    keep = (val.groups != 3) if drop == "group" else (val.labels != 1)
+    cut = dataclasses.replace(
+        val, labels=val.labels[keep], groups=val.groups[keep], bias=None if val.bias is None else val.bias[keep]
+    )
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        run.method.require_every_group_and_class(cut)
+    run.method.require_every_group_and_class(val)  # the whole split passes

@@ -55,7 +55,8 @@ def bisect(lo: Tensor, hi: Tensor, f: Callable[[Tensor], Tensor], tol: float, ma
             hi = mid
         elif value < 0:
             lo = mid
-    warnings.warn("χ²-DRO: the bisection for η did not converge within max_iter halvings.", stacklevel=3)
+    # 4: past bisect, chi2_weights and the frame torch.no_grad's wrapper adds, to chi2_weights' caller
+    warnings.warn("χ²-DRO: the bisection for η did not converge within max_iter halvings.", stacklevel=4)
     return 0.5 * (lo + hi)
 
 

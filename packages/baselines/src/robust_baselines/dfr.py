@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from robust.api import ERM, Batch, ConfigError, MethodContext, Phase, atomic_write_json, trained_weights
+from robust.api import ERM, Batch, ConfigError, MethodContext, Phase, Split, atomic_write_json, trained_weights
 from robust_baselines.config import DFRConfig
 from robust_baselines.dfr_protocol import LastLayer, fit_last_layer, tune_c
 from robust_baselines.presets import DFR_DATASET_PRESETS, DFR_PRESETS
@@ -94,6 +94,23 @@ class DFR(ERM):
         out[torch.cat(index)] = torch.cat(rows)
         return out.double().numpy()
 
+    def require_every_group_and_class(self, val: Split) -> None:
+        """The balanced refit needs samples of every group and class in val. The protocol counts groups
+        up to the largest label it sees, so a missing last group would pass it; and a logistic regression
+        that never saw the last class has fewer rows than the head (it would predict none of them)."""
+        ctx = self.ctx
+        inferred = ctx.info.extra.get("inferred_groups") is not None  # label x cluster: their own count
+        num_groups = int(val.groups.max()) + 1 if inferred else ctx.info.num_groups
+        missing_groups = sorted(set(range(num_groups)) - set(val.groups.unique().tolist()))
+        missing_classes = sorted(set(range(ctx.num_classes)) - set(val.labels.unique().tolist()))
+        if missing_groups or missing_classes:
+            raise ConfigError(
+                f"DFR refits the last layer on a group-balanced part of the validation split, and val of "
+                f"{ctx.info.name!r} has no sample of group(s) {missing_groups or 'none'} and class(es) "
+                f"{missing_classes or 'none'} ({len(val.labels)} samples). Use a validation split with several "
+                "samples of every group and class (a larger val, or another split of the dataset)."
+            )
+
     def reweight(self, batch: Batch, step: int) -> dict[str, float]:
         """The whole refit, once (the phase's single step; ``batch`` is not used)."""
         c, ctx = self.config, self.ctx
@@ -105,6 +122,7 @@ class DFR(ERM):
                 "with --val-attr yes on a dataset with validation groups, or give inferred ones (robust discover, "
                 "--set dataset.groups=FILE)."
             )
+        self.require_every_group_and_class(val)
         x_train, x_val = self.features("train"), self.features("val")
         y_val, g_val = val.labels.cpu().numpy(), val.groups.cpu().numpy()
         rng = np.random.RandomState(c.dfr_seed)

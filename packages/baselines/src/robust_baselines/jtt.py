@@ -41,7 +41,9 @@ class JTT(ERM):
         super().__init__(config, ctx)
         self.register_buffer("wrong", torch.zeros(ctx.num_train, dtype=torch.bool))
         self.register_buffer("pass_wrong", torch.zeros(ctx.num_train, dtype=torch.bool))
-        self._epoch = 0
+        # The identification epoch, a buffer: checkpointed, since a run resumed mid-epoch does not
+        # call on_epoch_start again, and read on the device (no host sync per step).
+        self.register_buffer("identify_epoch", torch.zeros((), dtype=torch.long))
 
     def phases(self) -> list[Phase]:
         return [
@@ -59,14 +61,15 @@ class JTT(ERM):
     # -- phase identify -------------------------------------------------------------------
 
     def on_epoch_start(self, epoch: int) -> None:
-        self._epoch = epoch
+        self.identify_epoch.fill_(epoch)
 
     def update(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """An ERM step; in epoch T it also records what the released code writes for the error set:
         the batch's predictions in train mode, before the step."""
         logits = self.model(batch.x)
-        if self._epoch == self.config.identification_epochs - 1:
-            self.pass_wrong[batch.index] = logits.detach().argmax(1) != batch.y
+        in_epoch_t = self.identify_epoch == self.config.identification_epochs - 1
+        wrong = logits.detach().argmax(1) != batch.y
+        self.pass_wrong[batch.index] = torch.where(in_epoch_t, wrong, self.pass_wrong[batch.index])
         loss = self.loss(logits, batch.y).mean()
         self.optimize(loss, clip_grad_norm=self.config.clip_grad_norm)
         return {"loss": loss.detach()}

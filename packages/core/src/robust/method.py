@@ -183,7 +183,8 @@ class Method(nn.Module):
         return [Phase("train")]
 
     def on_epoch_start(self, epoch: int) -> None:
-        """Called before each training epoch of the current phase."""
+        """Called before each training epoch of the current phase (not again when a run resumes in
+        the middle of an epoch: keep what it sets in buffers, which checkpoints hold)."""
 
     def on_epoch_end(self, epoch: int) -> None:
         """Called after each training epoch (before evaluation)."""
