@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from rich.table import Table
 from torch import Tensor, nn
 
 from robust.checkpoint import load_checkpoint
@@ -682,3 +683,136 @@ def test_irm_penalty_weight_and_environments_matter(tmp_path):
     assert differs(replay(lambda bx, by: [(bx[::2], by[::2]), (bx[1::2], by[1::2])]))  # environments mixed
     assert differs(replay(split, penalty_weight=1.0))  # the penalty weight never switched on
     assert differs(replay(split, penalty_anneal_iters=100))
+
+
+# -- behaviours the mutation session (nox -s mutants -- prusc) found unpinned -----------------------
+
+
+def test_kept_fraction_and_sparsity_report_on_a_hand_built_mask():
+    """Fixed mask π ≥ 0: 6 of the first layer's 8 weights and 1 of the second's 2, 7 of 10 in all."""
+    masks = WeightMasks(nn.Sequential(nn.Linear(4, 2), nn.ReLU(), nn.Linear(2, 1)), 1.5)
+    with torch.no_grad():
+        masks.logits[0].copy_(torch.tensor([[-1.0, -0.5, 0.0, 0.5], [1.0, 1.5, 2.0, 3.0]]))
+        masks.logits[1].copy_(torch.tensor([[-0.5, 0.5]]))
+    report = masks.report()
+    assert report["0.weight"] == {"weights": 8, "kept": 6, "sparsity": pytest.approx(0.25)}
+    assert report["2.weight"] == {"weights": 2, "kept": 1, "sparsity": pytest.approx(0.5)}
+    assert report["total"] == {"weights": 10, "kept": 7, "sparsity": pytest.approx(0.3)}
+    assert masks.kept_fraction() == pytest.approx(0.7)
+
+
+def test_sparsity_report_of_a_single_weight_and_of_a_model_without_maskable_weights():
+    one = WeightMasks(nn.Linear(1, 1, bias=False), 1.5)
+    assert one.report()["total"] == {"weights": 1, "kept": 1, "sparsity": 0.0}
+    assert one.kept_fraction() == 1.0
+    empty = WeightMasks(nn.Sequential(nn.ReLU()), 1.5)  # nothing to mask: nothing kept, no division by zero
+    assert empty.report() == {"total": {"weights": 0, "kept": 0, "sparsity": 1.0}}
+    assert empty.kept_fraction() == 0.0
+
+
+def test_the_hard_mask_drops_a_weight_whose_relaxation_is_exactly_one_half():
+    """m = 1[soft > 0.5], as the reference: where π = −g exactly (soft = sigmoid(0) = 0.5) the
+    weight is dropped; a little above, kept."""
+    u = torch.rand((2, 1000), generator=torch.Generator().manual_seed(3))
+    noise = -torch.log(torch.log(u[1] + 1e-10) / torch.log(u[0] + 1e-10) + 1e-10)  # the sample's own noise
+
+    def sample(logits: Tensor) -> Tensor:
+        return gumbel_sigmoid_mask(logits, generator=torch.Generator().manual_seed(3)).detach()
+
+    assert sample(-noise).sum() == 0
+    assert sample(-noise + 0.01).sum() == 1000
+
+
+def test_the_sparsity_table_is_logged_once_after_the_last_pruning_epoch(tmp_path):
+    """sparsity.json after every pruning epoch, the table only after the last: the json's numbers,
+    the layer names left-aligned and the counts right-aligned."""
+    run = make_run(tmp_path / "run", sets=["pruning_ep=3", "lambda_sparse=0.05", "lr_prune=0.2"])
+    method = run.method
+    logged: list = []
+    method.ctx.log = logged.append
+    tables_after: list[int] = []
+    reports: list[dict] = []
+    report_sparsity = method.report_sparsity
+
+    def spy(epoch):
+        report_sparsity(epoch)
+        tables_after.append(sum(isinstance(m, Table) for m in logged))
+        reports.append(json.loads((tmp_path / "run" / "sparsity.json").read_text()))
+
+    method.report_sparsity = spy
+    run.fit()
+    assert tables_after == [0, 0, 1]
+    assert reports[-1]["total"]["sparsity"] > 0 and reports[0] != reports[-1]  # rewritten every epoch
+    (table,) = [m for m in logged if isinstance(m, Table)]
+    assert [c.justify for c in table.columns] == ["left", "right", "right", "right"]
+    cells = [list(c.cells) for c in table.columns]
+    assert cells[0] == list(reports[-1])
+    assert cells[1] == [f"{int(r['weights']):,}" for r in reports[-1].values()]
+    assert cells[2] == [f"{int(r['kept']):,}" for r in reports[-1].values()]
+    assert cells[3] == [f"{1 - r['sparsity']:.4f}" for r in reports[-1].values()]
+
+
+def test_pruning_trains_only_the_mask_logits_the_weights_stay_frozen(tmp_path):
+    """No gradient reaches the classifier while pruning (requires_grad off): its weights and their
+    .grad stay as they were, the mask logits move."""
+    run = make_run(tmp_path / "run", sets=["lambda_sparse=0.05", "lr_prune=0.2"])
+    method = run.method
+    prune_step = method.prune_step
+    checked: list[bool] = []
+
+    def snapshot() -> list:
+        return [(p.detach().clone(), None if p.grad is None else p.grad.clone()) for p in method.model.parameters()]
+
+    def same(a, b) -> bool:
+        return (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+
+    def spy(batch, step):
+        before, logits = snapshot(), [p.detach().clone() for p in method.masks.logits]
+        logs = prune_step(batch, step)
+        assert not any(p.requires_grad for p in method.model.parameters())
+        assert all(torch.equal(w0, w1) and same(g0, g1) for (w0, g0), (w1, g1) in zip(before, snapshot(), strict=True))
+        checked.append(any(not torch.equal(a, b) for a, b in zip(logits, method.masks.logits, strict=True)))
+        return logs
+
+    method.prune_step = spy
+    run.fit()
+    assert len(checked) == 12 and all(checked)
+
+
+def test_an_irm_epoch_holds_as_many_environment_batches_as_the_training_split_fills(tmp_path):
+    """96 training samples in batches of 2 environments × 10: ceil(96 / 20) = 5 batches, each the
+    10 of the minority environment, then the 10 of the balanced one."""
+    run = make_run(tmp_path / "run", method="irm-afe", sets=["irm_steps=6", "irm_batch_size=20"])
+    method = run.method
+    method.clusters.copy_(torch.arange(96) % 4)
+    assert {p.name: p.batch_size for p in method.phases()}["irm"] == 20
+    order = method.environment_batches(0, torch.Generator().manual_seed(0))
+    assert len(order) == 5 * 20
+    labels = method.ctx.data.splits["train"].labels
+    minority = set(minority_environment(labels, method.clusters, torch.Generator().manual_seed(0)).tolist())
+    assert set(order.view(5, 2, 10)[:, 0].flatten().tolist()) <= minority
+
+
+def test_no_sample_has_a_cluster_before_the_cluster_phase(tmp_path):
+    """Unassigned is −1 (0 would be a real cluster); the cluster phase then assigns every sample."""
+    method = make_run(tmp_path / "run").method
+    assert method.clusters.tolist() == [-1] * 96
+    method.ctx.log = lambda message: None
+    method.cluster_representations()
+    assert int(method.clusters.min()) >= 0 and int(method.clusters.max()) < 4
+
+
+def test_the_cluster_log_line_gives_the_agreement_with_the_true_groups_where_known(tmp_path):
+    method = make_run(tmp_path / "run").method
+    logged: list = []
+    method.ctx.log = logged.append
+    method.cluster_representations()
+    report = json.loads((tmp_path / "run" / "clusters.json").read_text())
+    match = report["agreement_with_true_groups"]
+    assert logged[-1].endswith(
+        f"of sizes {report['sizes']}; vs the true groups: ARI {match['ari']:.3f}, purity {match['purity']:.3f}, "
+        f"worst-group recall {match['worst_group_recall']:.3f}."
+    )
+    method.ctx.group_agreement = lambda assignment, split="train": None  # a dataset without groups
+    method.cluster_representations()
+    assert logged[-1].endswith(f"of sizes {report['sizes']}.")
