@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
+from robust.api import Classifier, hookimpl
 from robust.checkpoint import load_checkpoint
 from robust.engine import Run
 from robust.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirError
@@ -373,3 +375,38 @@ def test_channels_last_trains_the_same_model(tmp_path):
     assert weights[True].keys() == weights[False].keys()
     for name, value in weights[True].items():
         torch.testing.assert_close(value, weights[False][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+class ViewEncoder(nn.Module):
+    """A hand-written encoder that flattens a convolution's map with .view (NCHW-contiguous only)."""
+
+    def __init__(self, input_shape):
+        super().__init__()
+        self.conv = nn.Conv2d(input_shape[0], 4, 3, padding=1)
+        self.dim = 4 * input_shape[1] * input_shape[2]
+
+    def forward(self, x):
+        h = self.conv(x)
+        return h.view(h.size(0), -1)
+
+
+def build_view_model(config, num_classes, input_shape):
+    encoder = ViewEncoder(input_shape)
+    return Classifier(encoder, encoder.dim, num_classes)
+
+
+class ViewModelPlugin:
+    @hookimpl
+    def register_models(self, register):
+        register("view-cnn", build_view_model, description="flattens with .view")
+
+
+def test_a_model_that_views_its_conv_maps_keeps_the_default_layout_with_a_note(tmp_path, register_plugin, capsys):
+    with register_plugin(ViewModelPlugin(), "view-model"):
+        resolved = resolve_run_config("erm", dataset="tiny", model="view-cnn", sets=["lr=0.05"], flags={"steps": 3})
+        run = Run(resolved, tmp_path / "run")
+        conv = run.method.model.encoder.conv.weight
+        assert conv.is_contiguous() and not conv.is_contiguous(memory_format=torch.channels_last)
+        assert run.method.model.training  # the probe's eval mode is undone
+        assert "reshapes activations with .view" in " ".join(capsys.readouterr().err.split())
+        assert run.fit()["train"]["steps"] == 3

@@ -257,9 +257,30 @@ class Run:
                     "--set train.sync_batchnorm=true, or train on GPUs."
                 )
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if self.train_config.channels_last:  # a no-op for models without 4-D weights
-            model = model.to(memory_format=torch.channels_last)
+        if self.train_config.channels_last and any(p.dim() == 4 for p in model.parameters()):
+            model = self._channels_last(model, entry.name)
         return model.to(self.device)
+
+    def _channels_last(self, model: torch.nn.Module, name: str) -> torch.nn.Module:
+        """Channels-last convolutions, unless the model's forward needs NCHW-contiguous activations
+        (a ``view`` of a convolution's output, common in hand-written models): one probe forward of
+        two blank inputs in eval mode tells, and such a model keeps the default layout, with a note."""
+        model.to(memory_format=torch.channels_last)
+        training = model.training
+        try:
+            with torch.no_grad():
+                model.eval()(torch.zeros(2, *self.info.input_shape))
+        except RuntimeError as error:
+            if "view size is not compatible" not in str(error):
+                raise
+            self.log(
+                f"Model {name!r} reshapes activations with .view, which channels-last convolutions break: it keeps "
+                "the default layout (train.channels_last applies to the models that allow it; .reshape would)."
+            )
+            model.to(memory_format=torch.contiguous_format)
+        finally:
+            model.train(training)
+        return model
 
     def build_loss(self, name: str, **options: Any):
         entry = get_registry().get("loss", name)
