@@ -733,3 +733,99 @@ def test_dfr_refuses_a_val_without_the_last_group_or_class(tmp_path, drop, named
     with pytest.raises(ConfigError, match=re.escape(named)):
         run.method.require_every_group_and_class(cut)
     run.method.require_every_group_and_class(val)  # the whole split passes
+
+
+@pytest.mark.filterwarnings("ignore:.*penalty.*")
+def test_dfr_tune_scores_sum_the_worst_group_accuracy_of_every_group_over_the_halvings():
+    """Each C's score is the sum over the halvings of its worst-group accuracy over all the groups of val."""
+    from sklearn.preprocessing import StandardScaler
+
+    from robust_baselines.dfr_protocol import logistic_regression
+
+    x_val, y_val, g_val = features(0)
+    g_val = np.where((g_val == 3) & (np.arange(len(g_val)) % 2 == 0), 3, g_val)
+    y_val = np.where(g_val == 3, np.arange(len(g_val)) % 2, y_val)  # group 3: noisy labels, the worst group
+    grid = [1.0, 0.1]
+    _, scores = tune_c(x_val, y_val, g_val, grid, np.random.RandomState(7), retrains=2)
+    rng, expected = np.random.RandomState(7), dict.fromkeys(grid, 0.0)
+    for _ in range(2):
+        idx = np.arange(len(x_val))
+        rng.shuffle(idx)
+        fit, held = idx[len(x_val) // 2 :], idx[: len(x_val) // 2]
+        keep = balanced_subset(g_val[fit], rng)
+        scaler = StandardScaler().fit(x_val[fit][keep])
+        for c in grid:
+            model = logistic_regression(c, scaler.transform(x_val[fit][keep]), y_val[fit][keep], rng)
+            pred = model.predict(scaler.transform(x_val[held]))
+            expected[c] += min((pred == y_val[held])[g_val[held] == g].mean() for g in range(4))
+    assert scores == pytest.approx(expected) and scores[1.0] > 0 and all(0 <= v <= 2 for v in scores.values())
+
+
+def test_worst_group_accuracy_is_the_minimum_over_each_group_alone():
+    pred = np.array([1, 0, 1, 1, 1, 0, 0, 1])
+    y = np.array([1, 0, 1, 0, 0, 1, 0, 1])
+    groups = np.array([0, 0, 1, 1, 1, 1, 2, 2])  # accuracies 1, 1/4, 1
+    assert worst_group_accuracy(pred, y, groups, 3) == 0.25
+
+
+@pytest.mark.filterwarnings("ignore:.*penalty.*")
+def test_dfr_fit_without_preprocessing_keeps_raw_features():
+    x_val, y_val, g_val = features(0)
+    x_train = features(1, 200)[0]
+    layer = fit_last_layer(x_train, x_val, y_val, g_val, 0.3, np.random.RandomState(3), retrains=2, preprocess=False)
+    assert layer.mean.tolist() == [0.0] * 6 and layer.scale.tolist() == [1.0] * 6 and layer.coef.shape == (1, 6)
+
+
+def test_chi2_weights_converge_with_their_default_tolerance():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = chi2_weights(torch.tensor([0.1, 0.5, 0.9, 1.3, 2.0, 0.2, 0.7, 1.1]), 0.5)
+    assert float(w.sum()) == pytest.approx(1.0) and bool((w >= 0).all())
+
+
+def test_chi2_vertex_splits_the_mass_over_tied_largest_losses():
+    w = chi2_weights(torch.tensor([2.0, 0.5, 2.0]), 1.0)  # m = 3 <= 1 + 2ρ: the vertex
+    assert w.tolist() == [0.5, 0.0, 0.5]
+
+
+def test_bisection_with_the_root_at_the_upper_end_halves_that_bracket():
+    f = lambda x: x - 1.0  # noqa: E731
+    lo, hi = torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    ours = bisect(lo, hi, f, 1e-9, 1000)
+    assert float(ours) == float(dro_reference.bisection(lo, hi, f, 1e-9)) and 1.0 - 1e-9 <= float(ours) < 1.0
+
+
+@pytest.mark.parametrize("lo, hi", [(1.5, 2.0), (1.05, 1.5)])
+def test_bisection_widens_a_bracket_less_than_one_above_the_root(lo, hi):
+    f = lambda x: x - 1.0  # noqa: E731
+    lo, hi = torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
+    ours = bisect(lo, hi, f, 1e-9, 1000)
+    assert float(ours) == float(dro_reference.bisection(lo, hi, f, 1e-9)) and abs(float(ours) - 1.0) <= 1e-9
+
+
+def test_chi2_weights_ignore_the_scale_of_the_losses():
+    losses = torch.tensor([1.0, 2.0, 3.0, 5.0], dtype=torch.float64)
+    torch.testing.assert_close(chi2_weights(losses * 1e-3, 0.5), chi2_weights(losses, 0.5), rtol=1e-3, atol=1e-4)
+
+
+def test_chi2_losses_exactly_min_rel_difference_apart_count_as_equal():
+    losses = torch.tensor([99999.0, 99999.5, 1e5], dtype=torch.float64)  # (top - min) / top == 1e-5 exactly
+    assert chi2_weights(losses, 0.1).tolist() == [1 / 3] * 3
+
+
+@pytest.mark.parametrize("rho, vertex", [(0.5, False), (0.8, False), (1.2, True), (1.5, True)])
+def test_chi2_three_losses_reach_the_vertex_from_rho_one(rho, vertex):
+    w = chi2_weights(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), rho, 1e-9, 1000)
+    assert (w.tolist() == [0.0, 0.0, 1.0]) == vertex
+    if not vertex:
+        assert float(0.5 * ((3 * w - 1) ** 2).mean()) == pytest.approx(rho, abs=1e-8)
+
+
+def test_jtt_error_set_reports_its_worst_group_recall_against_the_true_groups(tmp_path, monkeypatch):
+    run = make_run(tmp_path / "run", "jtt", ["identification_epochs=1"], epochs=1)
+    run.fit()
+    logged: list[str] = []
+    monkeypatch.setattr(run.method.ctx, "log", logged.append)
+    out = run.method.find_error_set()
+    assert out["size"] == int(run.method.wrong.sum()) > 0 and 0 <= out["worst_group_recall"] <= 1
+    assert f"vs the true groups: worst-group recall {out['worst_group_recall']:.3f}." in logged[-1]
