@@ -829,3 +829,12 @@ def test_jtt_error_set_reports_its_worst_group_recall_against_the_true_groups(tm
     out = run.method.find_error_set()
     assert out["size"] == int(run.method.wrong.sum()) > 0 and 0 <= out["worst_group_recall"] <= 1
     assert f"vs the true groups: worst-group recall {out['worst_group_recall']:.3f}." in logged[-1]
+
+
+def test_jtt_identification_model_is_never_a_selectable_result(tmp_path):
+    """Only the retrained model is JTT's result: model selection never looks at stage 1's epochs."""
+    run = make_run(tmp_path / "run", "jtt", ["identification_epochs=1"], epochs=1)
+    phases = {p.name: p for p in run.method.phases()}
+    assert phases["identify"].select is False and phases["retrain"].select is not False
+    summary = run.fit()
+    assert all(choice["phase"] == "retrain" for choice in summary["selection"].values())
