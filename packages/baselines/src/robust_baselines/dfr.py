@@ -99,9 +99,7 @@ class DFR(ERM):
         up to the largest label it sees, so a missing last group would pass it; and a logistic regression
         that never saw the last class has fewer rows than the head (it would predict none of them)."""
         ctx = self.ctx
-        inferred = ctx.info.extra.get("inferred_groups") is not None  # label x cluster: their own count
-        num_groups = int(val.groups.max()) + 1 if inferred else ctx.info.num_groups
-        missing_groups = sorted(set(range(num_groups)) - set(val.groups.unique().tolist()))
+        missing_groups = sorted(set(range(ctx.info.group_count(val.groups))) - set(val.groups.unique().tolist()))
         missing_classes = sorted(set(range(ctx.num_classes)) - set(val.labels.unique().tolist()))
         if missing_groups or missing_classes:
             raise ConfigError(

@@ -210,6 +210,15 @@ class DatasetInfo:
     def num_groups(self) -> int:
         return len(self.group_names)
 
+    def group_count(self, groups: Tensor | None, split: str | None = None) -> int:
+        """How many groups a split's labels ``groups`` range over: the dataset's annotated count, or for
+        groups inferred from a file (``dataset.groups``; label x cluster ids of their own, on ``split``
+        or, with None, on any split) the largest id + 1."""
+        inferred = self.extra.get("inferred_groups")
+        if groups is not None and inferred is not None and (split is None or split in inferred.get("splits", [])):
+            return int(groups.max()) + 1
+        return self.num_groups
+
 
 @dataclass
 class DatasetBundle:

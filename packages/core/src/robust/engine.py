@@ -642,7 +642,6 @@ class Run:
         metrics: dict[str, float] = {}
         inferred = self.info.extra.get("inferred_groups", {}).get("splits", [])
         for name, loader in self._eval_loaders.items():
-            inferred_here = name in inferred and loader.groups is not None
             preds, loss, probs = self.predictions(name, scores=self.info.auc)
             metrics[f"{name}/loss"] = loss
             if probs is not None and (auc := macro_auc(probs, loader.labels)) is not None:
@@ -653,8 +652,7 @@ class Run:
                 loader.groups,
                 loader.bias,
                 num_classes=self.info.num_classes,
-                # Inferred groups (dataset.groups=FILE) have their own ids: label x cluster.
-                num_groups=int(loader.groups.max()) + 1 if inferred_here else self.info.num_groups,
+                num_groups=self.info.group_count(loader.groups, name),
                 train_group_counts=None if name in inferred else self.info.train_group_counts or None,
             )
             metrics.update({f"{name}/{key}": value for key, value in split_metrics.items()})

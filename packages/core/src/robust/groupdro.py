@@ -63,9 +63,7 @@ class GroupDRO(ERM):
                 "it inferred groups: `robust discover --from RUN_DIR --out groups.csv` on an ERM run of this "
                 "dataset, then --set dataset.groups=groups.csv."
             )
-        # Inferred groups (label x cluster) have their own count; annotated ones the dataset's.
-        inferred = ctx.info.extra.get("inferred_groups") is not None
-        self.num_groups = int(groups.max()) + 1 if inferred else ctx.info.num_groups
+        self.num_groups = ctx.info.group_count(groups)
         counts = torch.bincount(groups, minlength=self.num_groups).float()
         self.register_buffer("group_counts", counts, persistent=False)
         self.register_buffer("q", torch.full((self.num_groups,), 1.0 / self.num_groups))
